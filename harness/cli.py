@@ -1,0 +1,157 @@
+"""The ``harness`` command: plugins, run, show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def _registry():
+    from harness.registry import Registry
+
+    return Registry()
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry()
+    from harness.specs import Kind
+
+    for kind in Kind:
+        specs = [s for s in registry.all() if s.kind is kind]
+        if args.kind and kind.value != args.kind:
+            continue
+        print(f"{kind.value}s:")
+        for spec in specs:
+            print(f"  {spec.name}  —  {spec.description}  [{spec.distribution}]")
+            for p in spec.params:
+                print(f"      {p.name}: {p.type_name()} = {p.default_text()}" + (f"  # {p.help}" if p.help else ""))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import load_grid
+
+    registry = _registry()
+    grid = load_grid(args.grid, registry, db_override=args.db)
+    if args.dry_run:
+        return _dry_run(grid, registry)
+    from harness.runner import run_grid
+    from harness.store import Store
+    from harness.summary import wide_table
+
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry, store=store, progress=not args.quiet)
+    run, table = wide_table(store, run_id)
+    print(f"run {run_id} — {run['dataset']}, n={run['n_examples']}, {run['norm']} eps={run['eps']:.5g}, "
+          f"device {run['device']} — results in {grid.db}")
+    print(table.to_string())
+    return 0
+
+
+def _dry_run(grid, registry) -> int:
+    from harness.plan import build, plan, unit_cost
+    from harness.specs import Kind
+
+    units = plan(grid, registry)
+    total_f = total_b = 0.0
+    print(f"run {grid.run_id}: {len(units)} work units on {grid.n_examples} examples of {grid.dataset.label}")
+    for unit in units:
+        cost = unit_cost(unit, grid, registry)
+        total_f, total_b = total_f + cost.forward, total_b + cost.backward
+        print(f"  {unit.key}  {unit.describe():<60}  defenses: {', '.join(d.label for d in unit.defenses)}  "
+              f"forward {cost.forward:,.0f}  backward {cost.backward:,.0f}")
+    print(f"total: forward {total_f:,.0f}  backward {total_b:,.0f} passes (per image)")
+    for index, entry in enumerate(grid.models):
+        model = build(registry, entry, Kind.MODEL)
+        for path in getattr(model, "files", lambda: [])():
+            print(f"  needs file: {path}  (models[{index}] {entry.label!r})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.config import Entry
+    from harness.errors import PluginError
+    from harness.plan import build
+    from harness.specs import Kind
+    from harness.train import TrainConfig, train
+
+    registry = _registry()
+    dataset = build(registry, Entry(args.dataset, args.dataset), Kind.DATASET)
+    if not hasattr(dataset, "train_arrays"):
+        raise PluginError(f"dataset {args.dataset!r} has no training split to train on")
+    train_x, train_y = dataset.train_arrays()
+    test = dataset.load(args.n_test)
+    cfg = TrainConfig(arch=args.arch, dataset=args.dataset, out=args.out, method=args.method, eps=args.eps,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    record = train(cfg, train_x, train_y, test.x, test.y, progress=not args.quiet)
+    record["command"] = "harness " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("harness") else None
+    Path(args.out).with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"best epoch {record['best_epoch']}: test clean {record['test_clean']:.4f}, "
+          f"PGD-10 at eps {args.eps:g} {record['test_pgd10']:.4f} -> {args.out}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from harness.store import Store
+    from harness.summary import wide_table
+
+    store = Store(args.db)
+    run, table = wide_table(store, args.run)
+    print(f"run {run['run_id']} — {run['dataset']}, n={run['n_examples']}, {run['norm']} eps={run['eps']:.5g}, "
+          f"repeats={run['repeats']}, device {run['device']}")
+    print("accuracy in %, mean ± std over repeats; worst case = correct under every attack, clean included")
+    print(table.to_string())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="harness", description="Evaluate classifiers and test-time defenses "
+                                  "against adversarial attacks.")
+    sub = top.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plugins", help="list every discovered plugin, its parameters and its distribution")
+    p.add_argument("--kind", choices=["attack", "defense", "model", "dataset"])
+    p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("run", help="evaluate a grid of models × attacks × defenses")
+    p.add_argument("--grid", required=True, help="the grid's TOML file")
+    p.add_argument("--db", help="results database (overrides the grid's db)")
+    p.add_argument("--dry-run", action="store_true", help="print the work units and their cost; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("train", help="train a small (robust) model on a dataset plugin's training split")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--arch", default="small-cnn")
+    p.add_argument("--method", choices=["standard", "fgsm-rs", "pgd"], default="fgsm-rs")
+    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-test", type=int, default=497, help="test examples for the final accuracies")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("show", help="print a Table-1-style summary of a run")
+    p.add_argument("--db", required=True)
+    p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
+    p.set_defaults(func=cmd_show)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (HarnessError, LookupError) as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

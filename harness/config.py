@@ -1,0 +1,245 @@
+"""Grid files (TOML): parsing and validation before any work starts.
+
+Every error names the file, the key and the allowed values. Nothing in a grid file is executed:
+values are plain TOML data, and ``eps = "8/255"`` is parsed as a fraction, never evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from harness.errors import ConfigError, PluginError
+from harness.registry import Registry, suggest
+from harness.specs import Kind, PluginSpec
+from harness.threat import Norm, ThreatModel
+
+TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
+            "batch_size", "device", "db", "votes")
+DEVICES = ("cpu", "cuda", "auto")
+_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One plugin as the grid names it: which plugin, its display label and its parameters."""
+
+    plugin: str
+    label: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"plugin": self.plugin, "label": self.label, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    path: str
+    dataset: Entry
+    n_examples: int
+    threat: ThreatModel
+    models: tuple[Entry, ...]
+    attacks: tuple[Entry, ...]      # "clean" first, always
+    defenses: tuple[Entry, ...]
+    repeats: int
+    seed: int
+    batch_size: int
+    device: str
+    db: str
+    votes: int
+    text: str = field(default="", compare=False)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the results' rows (not where they are stored or on which device)."""
+        return {
+            "dataset": self.dataset.as_json(), "n_examples": self.n_examples,
+            "threat": {"norm": self.threat.norm.value, "eps": self.threat.eps},
+            "models": [m.as_json() for m in self.models], "attacks": [a.as_json() for a in self.attacks],
+            "defenses": [d.as_json() for d in self.defenses], "repeats": self.repeats, "seed": self.seed,
+            "batch_size": self.batch_size, "votes": self.votes,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_number(value: Any, file: str, key: str) -> float:
+    """A float, an int, or a fraction written as a string such as "8/255"."""
+    if isinstance(value, bool):
+        raise ConfigError(file, key, f"expected a number, got {value!r}", "a number such as 0.5 or a fraction such as \"8/255\"")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _FRACTION.match(value)
+        if match and float(match.group(2)) != 0:
+            return float(match.group(1)) / float(match.group(2))
+    raise ConfigError(file, key, f"expected a number, got {value!r}", "a number such as 0.5 or a fraction such as \"8/255\"")
+
+
+def coerce(value: Any, tp: Any, file: str, key: str) -> Any:
+    """Check a TOML value against a plugin parameter's declared type; return it in that type."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(file, key, f"{value!r} is not allowed{suggest(str(value), [str(a) for a in allowed])}",
+                              ", ".join(repr(a) for a in allowed))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, file, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected true or false, got {value!r}", "true, false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"expected an integer, got {value!r}", "an integer")
+        return value
+    if tp is float:
+        return parse_number(value, file, key)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"expected a string, got {value!r}", "a string")
+        return value
+    return value
+
+
+def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> Entry:
+    if isinstance(raw, str):
+        raw = {"plugin": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(file, key, f"expected a table such as {{plugin = \"...\"}}, got {raw!r}")
+    if "plugin" not in raw:
+        raise ConfigError(file, f"{key}.plugin", "missing; every entry names its plugin",
+                          ", ".join(registry.names(kind)))
+    name = raw["plugin"]
+    try:
+        spec = registry.get(kind, name)
+    except PluginError:
+        raise ConfigError(file, f"{key}.plugin", f"unknown {kind.value} plugin {name!r}{suggest(str(name), registry.names(kind))}",
+                          ", ".join(registry.names(kind))) from None
+    label = raw.get("label", name)
+    if not isinstance(label, str) or not label:
+        raise ConfigError(file, f"{key}.label", f"expected a non-empty string, got {label!r}")
+    params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label")}, file, key)
+    return Entry(plugin=name, label=label, params=params)
+
+
+def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tuple[tuple[str, Any], ...]:
+    out = []
+    names = [p.name for p in spec.params]
+    for name, value in given.items():
+        param = spec.param(name)
+        if param is None:
+            raise ConfigError(file, f"{key}.{name}", f"plugin {spec.name!r} has no parameter {name!r}{suggest(name, names)}",
+                              ", ".join(names) or "(none)")
+        out.append((name, coerce(value, param.type, file, f"{key}.{name}")))
+    for param in spec.params:
+        if param.required and param.name not in given:
+            raise ConfigError(file, f"{key}.{param.name}", f"plugin {spec.name!r} needs this parameter: {param.help}")
+    return tuple(sorted(out))
+
+
+def _int(raw: dict, key: str, default: int | None, file: str, minimum: int) -> int:
+    if key not in raw:
+        if default is None:
+            raise ConfigError(file, key, "missing", f"an integer >= {minimum}")
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(file, key, f"expected an integer >= {minimum}, got {value!r}", f"an integer >= {minimum}")
+    return value
+
+
+def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, default: list | None) -> tuple[Entry, ...]:
+    items = raw.get(key, default)
+    if items is None:
+        raise ConfigError(file, key, f"missing; list at least one {kind.value}", f"[[{key}]] tables naming one of: "
+                          + ", ".join(registry.names(kind)))
+    if not isinstance(items, list) or not items:
+        raise ConfigError(file, key, f"expected a non-empty list of {kind.value} tables, got {items!r}")
+    entries = tuple(_entry(item, kind, registry, file, f"{key}[{i}]") for i, item in enumerate(items))
+    labels = [e.label for e in entries]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise ConfigError(file, f"{key}[{i}].label", f"two {key} share the label {label!r}; give each a distinct "
+                              "label = \"...\"")
+    return entries
+
+
+def _device(raw: dict, file: str) -> str:
+    device = raw.get("device", "auto")
+    if device not in DEVICES:
+        raise ConfigError(file, "device", f"{device!r} is not a device", ", ".join(DEVICES))
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(file, "device", "'cuda' was asked for but torch sees no GPU here", "cpu, auto")
+    return device
+
+
+def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None) -> GridConfig:
+    from plugins.attacks.clean import CLEAN
+
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(file, "(file)", "file not found; pass an existing grid with --grid") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", f"not valid TOML: {exc}") from None
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(file, key, f"unknown key{suggest(key, list(TOP_KEYS))}", ", ".join(TOP_KEYS))
+    if "dataset" not in raw:
+        raise ConfigError(file, "dataset", "missing", ", ".join(registry.names(Kind.DATASET)))
+    dataset = _entry(raw["dataset"], Kind.DATASET, registry, file, "dataset")
+    norm_text = raw.get("norm", "Linf")
+    if norm_text not in [n.value for n in Norm]:
+        raise ConfigError(file, "norm", f"{norm_text!r} is not a norm{suggest(str(norm_text), [n.value for n in Norm])}",
+                          ", ".join(n.value for n in Norm))
+    if "eps" not in raw:
+        raise ConfigError(file, "eps", "missing; the radius of the threat model", "a number >= 0, e.g. \"8/255\"")
+    eps = parse_number(raw["eps"], file, "eps")
+    if eps < 0:
+        raise ConfigError(file, "eps", f"must be >= 0, got {eps}", "a number >= 0")
+    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, default=[])
+    if CLEAN not in [a.label for a in attacks]:
+        attacks = (Entry(plugin=CLEAN, label=CLEAN),) + attacks  # clean accuracy is an attack like any other
+    db = db_override or raw.get("db", "results.sqlite")
+    if not isinstance(db, str) or not db:
+        raise ConfigError(file, "db", f"expected a file path, got {db!r}")
+    return GridConfig(
+        path=file, dataset=dataset, n_examples=_int(raw, "n_examples", None, file, 1),
+        threat=ThreatModel(Norm(norm_text), eps),
+        models=_entries(raw, "models", Kind.MODEL, registry, file, default=None),
+        attacks=attacks,
+        defenses=_entries(raw, "defenses", Kind.DEFENSE, registry, file, default=[{"plugin": "none"}]),
+        repeats=_int(raw, "repeats", 1, file, 1), seed=_int(raw, "seed", 0, file, 0),
+        batch_size=_int(raw, "batch_size", 128, file, 1), device=_device(raw, file), db=db,
+        votes=_int(raw, "votes", 5, file, 1), text=text,
+    )

@@ -1,0 +1,71 @@
+"""Plugin discovery through pluggy and the ``harness`` entry-point group."""
+
+from __future__ import annotations
+
+import difflib
+from types import ModuleType
+
+import pluggy
+
+from harness import hookspecs
+from harness.errors import PluginError
+from harness.specs import Kind, PluginSpec
+
+_HOOKS = {
+    Kind.ATTACK: "harness_attacks",
+    Kind.DEFENSE: "harness_defenses",
+    Kind.MODEL: "harness_models",
+    Kind.DATASET: "harness_datasets",
+}
+
+
+class Registry:
+    """Every discovered plugin, by kind and name. Two plugins with one name is an error."""
+
+    def __init__(self, extra_modules: tuple[ModuleType, ...] = (), entry_points: bool = True):
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        if entry_points:
+            self._pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        for module in extra_modules:
+            self._pm.register(module)
+        self._specs: dict[Kind, dict[str, PluginSpec]] = {kind: {} for kind in Kind}
+        self._collect()
+
+    def _distribution_of(self) -> dict[int, str]:
+        return {id(plugin): f"{dist.metadata['name']} {dist.version}" for plugin, dist in self._pm.list_plugin_distinfo()}
+
+    def _collect(self) -> None:
+        dists = self._distribution_of()
+        for kind, hook_name in _HOOKS.items():
+            hook = getattr(self._pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                dist = dists.get(id(impl.plugin), f"(registered in code: {impl.plugin_name})")
+                for spec in impl.function() or []:
+                    if spec.kind is not kind:
+                        raise PluginError(f"{dist} returned {spec.kind.value} plugin {spec.name!r} from {hook_name}")
+                    spec = PluginSpec(spec.name, spec.kind, spec.factory, spec.params, spec.description, dist)
+                    if spec.name in self._specs[kind]:
+                        other = self._specs[kind][spec.name].distribution
+                        raise PluginError(
+                            f"two {kind.value} plugins are named {spec.name!r}: one from {other}, one from {dist}. "
+                            "Uninstall one of them or rename the plugin."
+                        )
+                    self._specs[kind][spec.name] = spec
+
+    def get(self, kind: Kind, name: str) -> PluginSpec:
+        try:
+            return self._specs[kind][name]
+        except KeyError:
+            raise PluginError(f"unknown {kind.value} plugin {name!r}{suggest(name, self.names(kind))}") from None
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(self._specs[kind])
+
+    def all(self) -> list[PluginSpec]:
+        return [spec for kind in Kind for spec in sorted(self._specs[kind].values(), key=lambda s: s.name)]
+
+
+def suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

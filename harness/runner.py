@@ -1,0 +1,213 @@
+"""The scheduler: the paper's protocol over keyed, resumable work units.
+
+For each model, attack and repeat the adversarial examples are generated once, checked, and then
+every defense is evaluated on those same examples. Rows are committed batch by batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from harness.checks import check_attack_output, check_model_untouched, model_state
+from harness.config import GridConfig
+from harness.defended import Defended
+from harness.errors import ConfigError
+from harness.interfaces import AttackOutput, Defense, LabelledData, LoadedModel
+from harness.plan import Unit, build, plan
+from harness.registry import Registry
+from harness.seeding import generator_for
+from harness.specs import Kind
+from harness.store import Store
+from harness.threat import Norm, distance
+
+log = logging.getLogger("harness")
+_VERSIONED = ("robustness-harness", "torch", "torchvision", "numpy", "torchattacks", "pyautoattack", "robustbench",
+              "pluggy", "sqlite-utils")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_model(grid: GridConfig, index: int, loaded: LoadedModel, data: LabelledData) -> None:
+    """Reject a model that does not fit the grid's data before any work starts."""
+    key = f"models[{index}]"
+    label = grid.models[index].label
+    if loaded.dataset != data.domain:
+        raise ConfigError(grid.path, key, f"model {label!r} was trained on {loaded.dataset!r} data, but the grid's "
+                          f"dataset {grid.dataset.label!r} is {data.domain!r} data", f"models trained on {data.domain!r}")
+    if loaded.num_classes != data.num_classes:
+        raise ConfigError(grid.path, key, f"model {label!r} has {loaded.num_classes} classes, the dataset "
+                          f"{data.num_classes}", f"num_classes = {data.num_classes}")
+    device = next(loaded.module.parameters()).device
+    try:
+        with torch.no_grad():
+            out = loaded.module(data.x[:2].to(device))
+    except RuntimeError as exc:
+        raise ConfigError(grid.path, key, f"model {label!r} cannot take the dataset's inputs of shape "
+                          f"{tuple(data.x.shape[1:])}: {str(exc).splitlines()[0]}") from None
+    if tuple(out.shape) != (2, data.num_classes):
+        raise ConfigError(grid.path, key, f"model {label!r} returned shape {tuple(out.shape)} for 2 inputs; expected "
+                          f"(2, {data.num_classes})")
+
+
+def _run_facts(grid: GridConfig, device: torch.device) -> dict[str, Any]:
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return {
+        "run_id": grid.run_id, "config_path": grid.path, "config_text": grid.text,
+        "config_hash": grid.run_id, "identity": json.dumps(grid.identity(), sort_keys=True),
+        "attacks": json.dumps([a.label for a in grid.attacks]), "defenses": json.dumps([d.label for d in grid.defenses]),
+        "models": json.dumps([m.label for m in grid.models]), "dataset": grid.dataset.label,
+        "n_examples": grid.n_examples, "norm": grid.threat.norm.value, "eps": grid.threat.eps,
+        "repeats": grid.repeats, "git_commit": commit, "versions": json.dumps(versions), "device": device_name,
+        "started": time.time(), "ended": None,
+    }
+
+
+@dataclass
+class Predictions:
+    pred: Tensor        # (N,) majority vote over draws
+    vote_frac: Tensor   # (N,) share of draws that agree with it
+    seconds: float
+
+
+def predict_defended(model: torch.nn.Module, defense: Defense, x: Tensor, draws: int,
+                     generator: torch.Generator) -> Predictions:
+    """The defended prediction; a randomised defense votes over ``draws`` draws, batched together.
+
+    Taking the majority (rather than any single lucky draw, AutoAttack's PR #105 bug) is what
+    makes a randomised defense's score honest.
+    """
+    start = time.perf_counter()
+    stacked = x.repeat(draws, *([1] * (x.dim() - 1)))  # defenses are per-example, so draws can share a batch
+    with torch.no_grad():
+        logits = defense.logits(model, stacked, generator=generator)
+    votes = logits.argmax(1).view(draws, x.shape[0])
+    majority = votes.mode(dim=0).values
+    _sync(x.device)
+    return Predictions(majority, (votes == majority).float().mean(0), time.perf_counter() - start)
+
+
+class Runner:
+    def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True):
+        self.grid, self.registry, self.progress = grid, registry, progress
+        self.store = store or Store(grid.db)
+        self.device = resolve_device(grid.device)
+        self.threat = grid.threat
+
+    def load_data(self) -> LabelledData:
+        dataset = build(self.registry, self.grid.dataset, Kind.DATASET)
+        return dataset.load(self.grid.n_examples)
+
+    def load_model(self, index: int) -> LoadedModel:
+        loaded = build(self.registry, self.grid.models[index], Kind.MODEL).load(self.device)
+        loaded.module.eval()  # the harness sets eval mode once; plugins must not change it
+        return loaded
+
+    def run(self) -> str:
+        grid = self.grid
+        data = self.load_data()
+        data = LabelledData(data.x.to(self.device), data.y.to(self.device), data.classes, data.domain, data.display_name)
+        for index in range(len(grid.models)):  # every model is checked before any work starts
+            check_model(grid, index, self.load_model(index), data)
+        units = plan(grid, self.registry)
+        self.store.start_run(_run_facts(grid, self.device))
+        for unit in units:
+            self.store.register_unit(grid.run_id, unit.key, {
+                "model": unit.model.label, "attack": unit.attack.label, "repeat": unit.repeat,
+                "defenses": json.dumps([d.label for d in unit.defenses]), "adaptive": int(unit.adaptive),
+                "total": grid.n_examples})
+        loaded_index, loaded = -1, None
+        for unit in units:
+            if self.store.unit_state(grid.run_id, unit.key).finished:
+                continue
+            index = grid.models.index(unit.model)
+            if index != loaded_index:
+                loaded_index, loaded = index, self.load_model(index)
+            self.run_unit(unit, loaded, data)
+        self.store.end_run(grid.run_id)
+        return grid.run_id
+
+    def run_unit(self, unit: Unit, loaded: LoadedModel, data: LabelledData) -> None:
+        grid, model = self.grid, loaded.module
+        attack = build(self.registry, unit.attack, Kind.ATTACK)
+        defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
+        state = self.store.unit_state(grid.run_id, unit.key)
+        n, started = grid.n_examples, time.perf_counter()
+        bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not self.progress,
+                   leave=False, dynamic_ncols=True)
+        for start in range(state.done, n, grid.batch_size):
+            stop = min(start + grid.batch_size, n)
+            x, y = data.x[start:stop], data.y[start:stop]
+            target = model
+            if unit.adaptive:
+                gen = generator_for(grid.seed, unit.key, start, "attack-defense", device=self.device)
+                target = Defended(model, defenses[0][1], gen)
+            before = model_state(model)
+            t0 = time.perf_counter()
+            out = attack(target, x, y, self.threat, generator=generator_for(grid.seed, unit.key, start, "attack",
+                                                                            device=self.device))
+            _sync(self.device)
+            attack_s = (time.perf_counter() - t0) / len(x)
+            check_model_untouched(unit.attack.label, before, model)
+            x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
+            check_attack_output(unit.attack.label, x_adv, x, self.threat)
+            linf, l2 = distance(x_adv, x, Norm.LINF).tolist(), distance(x_adv, x, Norm.L2).tolist()
+            rows = []
+            for entry, defense in defenses:
+                before = model_state(model)
+                draws = grid.votes if defense.randomized else 1
+                preds = predict_defended(model, defense, x_adv, draws,
+                                         generator_for(grid.seed, unit.key, start, "defense", entry.label,
+                                                       device=self.device))
+                check_model_untouched(entry.label, before, model)
+                correct = (preds.pred == y).tolist()
+                for i in range(len(x)):
+                    rows.append({
+                        "run_id": grid.run_id, "unit_key": unit.key, "model": unit.model.label,
+                        "attack": unit.attack.label, "defense": entry.label, "repeat": unit.repeat,
+                        "idx": start + i, "adaptive": int(unit.adaptive), "label": int(y[i]),
+                        "pred": int(preds.pred[i]), "correct": int(correct[i]), "vote_frac": float(preds.vote_frac[i]),
+                        "attack_s": attack_s, "defense_s": preds.seconds / len(x), "linf": linf[i], "l2": l2[i],
+                        "queries": None if queries is None else int(queries[i]),
+                    })
+            self.store.commit_batch(grid.run_id, unit.key, rows, done=stop, finished=stop >= n,
+                                    seconds=time.perf_counter() - t0)
+            bar.update(stop - start)
+        bar.close()
+        message = f"finished {unit.describe()} in {time.perf_counter() - started:.1f}s"
+        if self.progress:
+            tqdm.write(message)
+        log.info(message)
+
+
+def run_grid(grid: GridConfig, registry: Registry, *, store: Store | None = None, progress: bool = True) -> str:
+    return Runner(grid, registry, store, progress=progress).run()

@@ -1,0 +1,77 @@
+"""What a plugin declares: name, kind, typed parameters with defaults, a one-line description."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Literal, get_args, get_origin
+
+
+class Kind(str, Enum):
+    ATTACK = "attack"
+    DEFENSE = "defense"
+    MODEL = "model"
+    DATASET = "dataset"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a plugin: what the grid file may set, checked before any work starts."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+    def type_name(self) -> str:
+        origin = get_origin(self.type)
+        if origin is Literal:
+            return " | ".join(repr(a) for a in get_args(self.type))
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+            return " | ".join(_plain_name(a) for a in get_args(self.type))
+        return _plain_name(self.type)
+
+    def default_text(self) -> str:
+        return "required" if self.required else repr(self.default)
+
+
+def _plain_name(tp: Any) -> str:
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A discovered plugin. ``factory(**params)`` builds the object the grid uses."""
+
+    name: str
+    kind: Kind
+    factory: Callable[..., Any]
+    params: tuple[Param, ...]
+    description: str
+    distribution: str = field(default="", compare=False)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+def param(default: Any = dataclasses.MISSING, help: str = "") -> Any:
+    """A dataclass field that carries its help text into the plugin's declared parameters."""
+    return field(default=default, metadata={"help": help})
+
+
+def spec_from_dataclass(cls: type, *, name: str, kind: Kind, description: str | None = None) -> PluginSpec:
+    """Declare a plugin whose hyper-parameters are the fields of a dataclass (foolbox style)."""
+    hints = typing.get_type_hints(cls)
+    params = tuple(
+        Param(f.name, hints[f.name], f.default if f.default_factory is dataclasses.MISSING else f.default_factory(),
+              f.metadata.get("help", ""))
+        for f in dataclasses.fields(cls) if f.init
+    )
+    doc = description or (cls.__doc__ or "").strip().splitlines()[0]
+    return PluginSpec(name=name, kind=kind, factory=cls, params=params, description=doc)

@@ -1,0 +1,25 @@
+"""The "no attack" entry: clean accuracy is evaluated like every other attack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness.interfaces import Attack, Passes
+from harness.threat import ThreatModel
+
+CLEAN = "clean"
+
+
+@dataclass(frozen=True)
+class Clean(Attack):
+    """No attack: returns the input unchanged (the Nat-Acc. column)."""
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        return x.clone()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        return Passes(0, 0)

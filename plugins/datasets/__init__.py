@@ -1,0 +1,17 @@
+"""Built-in dataset plugins."""
+
+from __future__ import annotations
+
+from harness.hookspecs import hookimpl
+from harness.specs import Kind, PluginSpec, spec_from_dataclass
+
+
+@hookimpl
+def harness_datasets() -> list[PluginSpec]:
+    from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+    from plugins.datasets.digits import Digits
+
+    return [
+        spec_from_dataclass(Digits, name="digits", kind=Kind.DATASET),
+        spec_from_dataclass(Cifar10Jpeg, name="cifar10-jpeg", kind=Kind.DATASET),
+    ]

@@ -1,0 +1,18 @@
+"""Built-in defense plugins."""
+
+from __future__ import annotations
+
+from harness.hookspecs import hookimpl
+from harness.specs import Kind, PluginSpec, spec_from_dataclass
+
+
+@hookimpl
+def harness_defenses() -> list[PluginSpec]:
+    from plugins.defenses.basic import NONE, NoDefense, RandomNoise
+    from plugins.defenses.hedge import Hedge
+
+    return [
+        spec_from_dataclass(NoDefense, name=NONE, kind=Kind.DEFENSE),
+        spec_from_dataclass(RandomNoise, name="random", kind=Kind.DEFENSE),
+        spec_from_dataclass(Hedge, name="hedge", kind=Kind.DEFENSE),
+    ]

@@ -1,0 +1,34 @@
+"""The two reference settings of the paper: no defense, and uniform noise in the ε_d ball."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from harness.interfaces import Defense, Passes
+from harness.specs import param
+from harness.threat import Norm, ThreatModel
+
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class NoDefense(Defense):
+    """No defense: the model predicts on the input as given."""
+
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+        return x
+
+
+@dataclass(frozen=True)
+class RandomNoise(Defense):
+    """Uniform noise U(−ε_d, ε_d) added to the input, then clipped to [0,1]."""
+
+    randomized: ClassVar[bool] = True
+    eps_d: float = param(8 / 255, "half-width of the uniform noise")
+
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+        return ThreatModel(Norm.LINF, self.eps_d).random_start(x, generator)

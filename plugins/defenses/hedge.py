@@ -1,0 +1,87 @@
+"""Hedge Defense (Wu et al., "Attacking Adversarial Attacks as A Defense", Algorithm 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from harness.interfaces import Defense, Passes
+from harness.losses import kl_uniform, sum_ce
+from harness.sign_gradient import ascend
+from harness.specs import param
+from harness.threat import Norm, ThreatModel
+
+RELEASED_STEP = 0.007
+RELEASED_EPS_D = 0.031
+
+
+@dataclass(frozen=True)
+class Hedge(Defense):
+    r"""Hedge Defense: sign-gradient *ascent* on Σ_c CE(f(x), c) inside the L∞ ball B(x', ε_d).
+
+    Paper: Wu et al., "Attacking Adversarial Attacks as A Defense", arXiv:2106.04938 (Algorithm 1).
+    Norm: L∞ (the defense's own ball).
+
+    Arguments:
+        eps_d (float): radius of the defense's ball. Default: 8/255.
+        steps (int): K, the number of ascent steps. Default: 20.
+        step_size (float): η. Default: 4/255.
+        random_init (bool): start at x' + ε_d·U(−1,1), clipped to [0,1]. Default: True.
+        loss ("sum-ce" | "kl-uniform"): Σ_c CE, or KL(uniform ‖ f(x)); the same sign-gradient. Default: "sum-ce".
+        predict ("final" | "released"): predict f(x_K), as the paper's text says; or, as the released
+            code does, the argmax of the summed logits of x_1 … x_{K−1} (step 0.007 and ε_d 0.031
+            unless given). Default: "final".
+
+    Shape: x (N, C, H, W) in [0,1]; returns the hedged input of the same shape.
+
+    Example grid entry::
+
+        [[defenses]]
+        plugin = "hedge"
+        steps = 20
+    """
+
+    randomized: ClassVar[bool] = True
+    eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')")
+    steps: int = param(20, "K, the number of ascent steps")
+    step_size: float | None = param(None, "η; None: 4/255 (0.007 with predict='released')")
+    random_init: bool = param(True, "start from x' + ε_d·U(−1,1)")
+    loss: Literal["sum-ce", "kl-uniform"] = param("sum-ce", "Σ_c CE or KL(uniform ‖ f(x)); same sign-gradient")
+    predict: Literal["final", "released"] = param("final", "predict on x_K, or as the released code did")
+
+    @property
+    def ball(self) -> ThreatModel:
+        eps = self.eps_d if self.eps_d is not None else (RELEASED_EPS_D if self.predict == "released" else 8 / 255)
+        return ThreatModel(Norm.LINF, eps)
+
+    @property
+    def eta(self) -> float:
+        if self.step_size is not None:
+            return self.step_size
+        return RELEASED_STEP if self.predict == "released" else 4 / 255
+
+    def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None) -> Tensor:
+        ball = self.ball
+        start = ball.random_start(x, generator) if self.random_init else x
+        loss = sum_ce if self.loss == "sum-ce" else kl_uniform
+        return ascend(model, x, start, loss, ball=ball, steps=self.steps, step_size=self.eta, observe=observe)
+
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+        """x_K, the final point of the ascent."""
+        return self._run(model, x, generator)
+
+    def logits(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+        if self.predict == "final":
+            return model(self.purify(model, x, generator=generator))
+        # The released code sums the logits of the iterates x_1 … x_{K−1} (not x_0, not x_K).
+        summed: list[Tensor] = []
+        self._run(model, x, generator, observe=lambda k, xk, logits: summed.append(logits) if k >= 1 else None)
+        if not summed:
+            raise ValueError("hedge predict='released' needs steps >= 2: it sums the logits of x_1 … x_{K−1}")
+        return torch.stack(summed).sum(0)
+
+    def passes(self) -> Passes:
+        return Passes(self.steps, self.steps)

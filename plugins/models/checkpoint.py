@@ -1,0 +1,109 @@
+"""Models from a weights file: a RobustBench zoo architecture or one of ours, plus a state_dict."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.errors import DataError, PluginError
+from harness.interfaces import LoadedModel
+from harness.registry import suggest
+from harness.specs import param
+from plugins.models.archs import ARCHS
+
+ROBUSTBENCH_PREFIX = "robustbench:"
+_STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a plain tensor state_dict; a file that would run code when unpickled is refused."""
+    if not path.exists():
+        raise DataError(f"checkpoint {path} not found. Fix: set path = \"...\" to an existing weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"checkpoint {path} was refused: it is not a plain weights file (torch.load with "
+                        f"weights_only=True found objects that could run code). Re-save it as a state_dict. "
+                        f"Detail: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
+    for key in ("state_dict", "model_state_dict", "model"):  # common wrappers around a state_dict
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DataError(f"checkpoint {path} does not hold a state_dict of tensors")
+    for prefix in _STRIP_PREFIXES:
+        if obj and all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict with an error that lists the first offending keys."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatch (file vs model)", mismatched)) if keys]
+        raise DataError(f"checkpoint {path} does not fit the architecture: " + "; ".join(parts))
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
+def build_arch(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str]:
+    """(an untrained module, the data domain it implies or "") for an architecture name."""
+    if arch.startswith(ROBUSTBENCH_PREFIX):
+        return _robustbench_arch(arch)
+    if arch not in ARCHS:
+        raise PluginError(f"unknown arch {arch!r}{suggest(arch, sorted(ARCHS))}. Allowed: {', '.join(sorted(ARCHS))}, "
+                          f"or {ROBUSTBENCH_PREFIX}<dataset>:<threat_model>:<zoo name>")
+    return ARCHS[arch](num_classes, in_channels), ""
+
+
+def _robustbench_arch(arch: str) -> tuple[nn.Module, str]:
+    from harness.compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        _, dataset, threat, name = arch.split(":")
+        zoo = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)]
+    except ValueError:
+        raise PluginError(f"arch {arch!r} must read {ROBUSTBENCH_PREFIX}<dataset>:<threat_model>:<name>, "
+                          "e.g. robustbench:cifar10:Linf:Wong2020Fast") from None
+    if name not in zoo:
+        raise PluginError(f"RobustBench has no {dataset} {threat} model {name!r}{suggest(name, list(zoo))}")
+    return zoo[name]["model"](), dataset
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A weights file loaded into a RobustBench zoo architecture or one of the project's own."""
+
+    arch: str = param(help="'robustbench:cifar10:Linf:Wong2020Fast', or one of the project's archs (small-cnn)")
+    path: str = param(help="the state_dict file, loaded with torch.load(weights_only=True)")
+    dataset: str = param("", "the data domain it was trained on (e.g. cifar10, digits); implied by robustbench archs")
+    num_classes: int = param(10, "number of classes")
+    in_channels: int = param(3, "input channels of the project's own archs")
+
+    def load(self, device: torch.device) -> LoadedModel:
+        module, implied = build_arch(self.arch, self.num_classes, self.in_channels)
+        domain = self.dataset or implied
+        if not domain:
+            raise PluginError(f"model arch {self.arch!r} needs dataset = \"...\" (the data it was trained on)")
+        path = Path(self.path).expanduser()
+        load_into(module, load_state_dict(path), path)
+        return LoadedModel(module=module.eval().to(device), dataset=domain, num_classes=self.num_classes)
+
+    def files(self) -> list[str]:
+        return [self.path]
