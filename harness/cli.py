@@ -65,7 +65,7 @@ def _dry_run(grid, registry) -> int:
         total_f, total_b = total_f + cost.forward, total_b + cost.backward
         print(f"  {unit.key}  {unit.describe():<60}  defenses: {', '.join(d.label for d in unit.defenses)}  "
               f"forward {cost.forward:,.0f}  backward {cost.backward:,.0f}")
-    print(f"total: forward {total_f:,.0f}  backward {total_b:,.0f} passes (per image)")
+    print(f"total: forward {total_f:,.0f}  backward {total_b:,.0f} passes of one image through the model")
     for index, entry in enumerate(grid.models):
         model = build(registry, entry, Kind.MODEL)
         for path in getattr(model, "files", lambda: [])():

@@ -174,6 +174,8 @@ def _int(raw: dict, key: str, default: int | None, file: str, minimum: int) -> i
 
 
 def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, default: list | None) -> tuple[Entry, ...]:
+    if key not in raw and default == []:
+        return ()
     items = raw.get(key, default)
     if items is None:
         raise ConfigError(file, key, f"missing; list at least one {kind.value}", f"[[{key}]] tables naming one of: "

@@ -12,7 +12,7 @@ class ConfigError(HarnessError):
         self.file, self.key = file, key
         text = f"{file}: key '{key}': {message}"
         if allowed:
-            text += f". Allowed: {allowed}"
+            text += f"{'' if text.endswith('?') else '.'} Allowed: {allowed}"
         super().__init__(text)
 
 

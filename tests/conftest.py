@@ -1,0 +1,121 @@
+"""Shared fixtures: real data (digits, the CIFAR-10 JPEG copy) and real models (committed and shared)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HARNESS_SHARED", REPO.parent / "shared"))
+DIGITS_ROBUST = REPO / "checkpoints" / "digits-fgsm-rs.pt"
+DIGITS_STANDARD = REPO / "checkpoints" / "digits-standard.pt"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_file(relative: str) -> Path:
+    """A file from ../shared; a clear failure (not a skip) when it is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.fail(f"{path} is missing: these tests need the project's shared data and models. "
+                    f"Put the shared folder beside the repository, or set HARNESS_SHARED to it.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from harness.registry import Registry
+
+    return Registry()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from plugins.datasets.digits import Digits
+
+    return Digits().load(200)
+
+
+def _digits_model(path: Path):
+    from plugins.models.checkpoint import Checkpoint
+
+    return Checkpoint(arch="small-cnn", path=str(path), dataset="digits", in_channels=1).load(torch.device("cpu")).module
+
+
+@pytest.fixture(scope="session")
+def digits_robust():
+    return _digits_model(DIGITS_ROBUST)
+
+
+@pytest.fixture(scope="session")
+def digits_standard():
+    return _digits_model(DIGITS_STANDARD)
+
+
+@pytest.fixture(scope="session")
+def cifar():
+    from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+
+    return Cifar10Jpeg(root=str(shared_file("data/cifar10-jpeg/test.npz").parent)).load(20)
+
+
+def _cifar_model(name: str):
+    from plugins.models.checkpoint import Checkpoint
+
+    path = shared_file(f"models/cifar10-jpeg/{name}.pt")
+    return Checkpoint(arch="robustbench:cifar10:Linf:Wong2020Fast", path=str(path)).load(torch.device("cpu")).module
+
+
+@pytest.fixture(scope="session")
+def cifar_robust():
+    return _cifar_model("fastat40")
+
+
+@pytest.fixture(scope="session")
+def cifar_standard():
+    return _cifar_model("standard")
+
+
+def digits_grid(tmp_path: Path, *, attacks: str = "", defenses: str = "", extra: str = "", n: int = 60,
+                batch_size: int = 20, repeats: int = 1, models: str | None = None) -> Path:
+    """Write a small digits grid file; returns its path."""
+    models = models if models is not None else f"""
+[[models]]
+plugin = "checkpoint"
+label = "robust"
+arch = "small-cnn"
+path = "{DIGITS_ROBUST}"
+dataset = "digits"
+in_channels = 1
+"""
+    text = f"""dataset = "digits"
+n_examples = {n}
+norm = "Linf"
+eps = 0.1
+repeats = {repeats}
+seed = 7
+batch_size = {batch_size}
+device = "cpu"
+db = "{tmp_path / 'results.sqlite'}"
+{extra}
+{models}
+{attacks}
+{defenses}
+"""
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return path
+
+
+def harness_cli(*args: str, env: dict | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed ``harness`` entry point in a fresh process."""
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=REPO, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,104 @@
+"""Plugin discovery through the `harness` entry-point group, built-in and third party alike."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, digits_grid, harness_cli
+from harness.errors import PluginError
+from harness.hookspecs import hookimpl
+from harness.registry import Registry
+from harness.specs import Kind, PluginSpec, spec_from_dataclass
+
+
+def test_builtins_come_through_entry_points_with_their_distribution(registry):
+    for kind, name in [(Kind.ATTACK, "pgd"), (Kind.ATTACK, "cw"), (Kind.DEFENSE, "hedge"), (Kind.DEFENSE, "none"),
+                       (Kind.DEFENSE, "random"), (Kind.MODEL, "checkpoint"), (Kind.DATASET, "digits"),
+                       (Kind.DATASET, "cifar10-jpeg")]:
+        spec = registry.get(kind, name)
+        assert spec.distribution.startswith("robustness-harness "), spec.distribution
+        assert spec.description
+    # without entry points nothing is built in: the built-ins use no private path
+    assert Registry(entry_points=False).names(Kind.ATTACK) == []
+
+
+def test_plugin_declares_typed_params_with_defaults(registry):
+    hedge = registry.get(Kind.DEFENSE, "hedge")
+    steps = hedge.param("steps")
+    assert steps.type is int and steps.default == 20
+    assert hedge.param("loss").type_name() == "'sum-ce' | 'kl-uniform'"
+
+
+def test_cli_lists_plugins_with_fields_and_distribution():
+    out = harness_cli("plugins").stdout
+    assert "pgd  —  PGD on the cross-entropy loss" in out
+    assert "[robustness-harness 0.1.0]" in out
+    assert "steps: int = 20  # K, the number of ascent steps" in out
+
+
+def test_unknown_plugin_suggests_close_names(registry):
+    with pytest.raises(PluginError, match=r"unknown attack plugin 'pdg'; did you mean 'pgd'"):
+        registry.get(Kind.ATTACK, "pdg")
+
+
+@pytest.fixture(scope="module")
+def third_party_site(tmp_path_factory) -> Path:
+    """pip-install the example package into its own folder, put on PYTHONPATH by the tests."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(REPO / "examples" / "third_party_attack")], check=True,
+                   capture_output=True)
+    return target
+
+
+def test_third_party_package_is_listed_and_usable_in_a_grid(third_party_site, tmp_path):
+    env = {"PYTHONPATH": f"{third_party_site}:{REPO}"}
+    listing = harness_cli("plugins", "--kind", "attack", env=env).stdout
+    assert "fgsm-example" in listing
+    assert "[harness-third-party-attack 0.1.0]" in listing
+    grid = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "fgsm-example"\n')
+    out = harness_cli("run", "--grid", str(grid), "--quiet", env=env).stdout
+    assert "fgsm-example" in out
+    import sqlite_utils
+
+    db = sqlite_utils.Database(tmp_path / "results.sqlite")
+    assert db["results"].count_where("attack = 'fgsm-example'") == 40
+
+
+def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_path):
+    # a second installed distribution that also claims the attack name "pgd"
+    dist = tmp_path / "dupe_attack-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dupe-attack\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text("[harness]\ndupe = dupe_attack\n")
+    (tmp_path / "dupe_attack.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from harness.hookspecs import hookimpl\n"
+        "from harness.specs import Kind, spec_from_dataclass\n"
+        "from plugins.attacks.pgd import PGD\n"
+        "@hookimpl\n"
+        "def harness_attacks():\n"
+        "    return [spec_from_dataclass(PGD, name='pgd', kind=Kind.ATTACK, description='another pgd')]\n")
+    proc = harness_cli("plugins", env={"PYTHONPATH": f"{tmp_path}:{REPO}"}, check=False)
+    assert proc.returncode == 2
+    assert "two attack plugins are named 'pgd'" in proc.stderr
+    assert "robustness-harness 0.1.0" in proc.stderr and "dupe-attack 0.3" in proc.stderr
+
+
+def test_plugin_registered_in_code_duplicates_are_caught_too():
+    from plugins.attacks.pgd import PGD
+
+    module = types.ModuleType("twin")
+
+    @hookimpl
+    def harness_attacks() -> list[PluginSpec]:
+        return [spec_from_dataclass(PGD, name="pgd", kind=Kind.ATTACK)]
+
+    module.harness_attacks = harness_attacks
+    with pytest.raises(PluginError, match="two attack plugins are named 'pgd'"):
+        Registry(extra_modules=(module,))

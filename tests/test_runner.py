@@ -1,0 +1,228 @@
+"""The scheduler: the paper's protocol, output checks, worst case and resumability, on real digits models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pandas as pd
+import pytest
+import sqlite_utils
+import torch
+
+from conftest import REPO, digits_grid, harness_cli
+from harness.config import load_grid
+from harness.errors import AttackOutputError, PluginError
+from harness.hookspecs import hookimpl
+from harness.interfaces import Attack
+from harness.registry import Registry
+from harness.runner import run_grid
+from harness.specs import Kind, param, spec_from_dataclass
+from harness.store import Store
+from plugins.attacks.pgd import PGD
+
+HEDGE_FAST = '[[defenses]]\nplugin = "hedge"\nsteps = 3\neps_d = 0.1\nstep_size = 0.05\n'
+THREE_DEFENSES = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.1\n' + HEDGE_FAST
+
+
+@dataclass(frozen=True)
+class CountingPGD(PGD):
+    """PGD that counts its calls, to show the examples are generated once for all defenses."""
+
+    calls: ClassVar[list] = []
+
+    def __call__(self, model, x, y, threat, *, generator):
+        CountingPGD.calls.append(len(x))
+        return super().__call__(model, x, y, threat, generator=generator)
+
+
+@dataclass(frozen=True)
+class BadAttack(Attack):
+    """Deliberately broken: how = outside (2ε), nan, box (pixel > 1), shape, train (flips mode)."""
+
+    how: str = param("outside", "which way to break")
+
+    def __call__(self, model, x, y, threat, *, generator):
+        if self.how == "outside":
+            out = x.clone()
+            out[3] = (x[3] + 2 * threat.eps).clamp(0, 1)
+            out[3, 0, 0, 0] = min(float(x[3, 0, 0, 0]) + 2 * threat.eps, 1.0) if x[3, 0, 0, 0] < 0.5 else x[3, 0, 0, 0] - 2 * threat.eps
+            return out
+        if self.how == "nan":
+            out = x.clone()
+            out[1, 0, 2, 2] = float("nan")
+            return out
+        if self.how == "box":
+            return x + 0.5 * threat.eps  # in the ball, but above 1 where x is near 1
+        if self.how == "shape":
+            return x[:, :, :4]
+        model.train()
+        return x
+
+
+def _test_plugins() -> types.ModuleType:
+    module = types.ModuleType("test_plugins_in_code")
+
+    @hookimpl
+    def harness_attacks():
+        return [spec_from_dataclass(CountingPGD, name="counting-pgd", kind=Kind.ATTACK),
+                spec_from_dataclass(BadAttack, name="bad", kind=Kind.ATTACK)]
+
+    module.harness_attacks = harness_attacks
+    return module
+
+
+@pytest.fixture(scope="module")
+def registry_plus():
+    return Registry(extra_modules=(_test_plugins(),))
+
+
+def test_examples_are_generated_once_and_reused_by_every_defense(tmp_path, registry_plus):
+    CountingPGD.calls.clear()
+    grid = load_grid(digits_grid(tmp_path, n=60, batch_size=20, repeats=2,
+                                 attacks='[[attacks]]\nplugin = "counting-pgd"\nsteps = 5\nstep_size = 0.03\n',
+                                 defenses=THREE_DEFENSES), registry_plus)
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry_plus, store=store, progress=False)
+    # 2 repeats × 3 batches, not × 3 defenses
+    assert CountingPGD.calls == [20] * 6
+    rows = store.results(run_id)
+    assert len(rows) == 60 * 2 * 3 * 2  # examples × attacks (clean + pgd) × defenses × repeats
+    # re-running the finished grid skips every unit
+    run_grid(grid, registry_plus, store=store, progress=False)
+    assert CountingPGD.calls == [20] * 6
+    assert len(store.results(run_id)) == len(rows)
+
+
+def test_worst_case_is_the_per_example_and_across_attacks(tmp_path, registry):
+    attacks = ('[[attacks]]\nplugin = "pgd"\nsteps = 5\nstep_size = 0.03\n'
+               '[[attacks]]\nplugin = "cw"\nsteps = 5\nstep_size = 0.03\n'
+               '[[attacks]]\nplugin = "pgd"\nlabel = "pgd-1"\nsteps = 1\nstep_size = 0.1\n')
+    grid = load_grid(digits_grid(tmp_path, n=80, repeats=2, attacks=attacks, defenses=THREE_DEFENSES), registry)
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry, store=store, progress=False)
+    rows = store.results(run_id)
+    direct = (rows.groupby(["model", "defense", "repeat", "idx"])["correct"].min()
+              .groupby(["model", "defense", "repeat"]).mean())
+    sql = store.worst_case(run_id).set_index(["model", "defense", "repeat"])["acc"]
+    pd.testing.assert_series_equal(sql.sort_index(), direct.sort_index(), check_names=False)
+    # and the worst case is below every single attack, strictly below at least one somewhere
+    per_attack = rows.groupby(["model", "defense", "repeat", "attack"])["correct"].mean().unstack("attack")
+    assert (sql.sort_index().values[:, None] <= per_attack.sort_index().values + 1e-12).all()
+    assert (sql.sort_index().values < per_attack.min(axis=1).sort_index().values + 1e-12).all()
+
+
+def test_worst_case_ignores_examples_missing_an_attack(tmp_path, registry):
+    grid = load_grid(digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 2\n'), registry)
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry, store=store, progress=False)
+    store.db.execute("DELETE FROM results WHERE attack = 'pgd' AND idx >= 30")
+    store.db.conn.commit()
+    worst = store.worst_case(run_id)
+    assert int(worst["n"].iloc[0]) == 30
+
+
+@pytest.mark.parametrize("how,message", [
+    ("outside", r"attack 'bad' left the threat model: example 3 of the batch lies at Linf distance 0\.2000\d+ > eps 0\.100000"),
+    ("nan", r"attack 'bad' returned NaN or inf values \(first at example 1 of the batch\)"),
+    ("box", r"attack 'bad' returned a pixel value 1\.05\d+ outside \[0,1\]"),
+    ("shape", r"attack 'bad' returned shape \(20, 1, 4, 8\); the input's is \(20, 1, 8, 8\)"),
+    ("train", r"plugin 'bad' switched the model to train mode"),
+])
+def test_runner_rejects_a_bad_attack_and_records_nothing_for_it(tmp_path, registry_plus, how, message):
+    grid = load_grid(digits_grid(tmp_path, n=40, attacks=f'[[attacks]]\nplugin = "bad"\nhow = "{how}"\n'), registry_plus)
+    store = Store(grid.db)
+    with pytest.raises((AttackOutputError, PluginError), match=message):
+        run_grid(grid, registry_plus, store=store, progress=False)
+    rows = store.results(grid.run_id)
+    assert set(rows["attack"]) == {"clean"}  # the bad attack's unit committed no row
+
+
+def test_randomised_defense_votes(tmp_path, registry):
+    grid = load_grid(digits_grid(tmp_path, n=40, extra="votes = 7", defenses=THREE_DEFENSES), registry)
+    store = Store(grid.db)
+    rows = store.results(run_grid(grid, registry, store=store, progress=False))
+    none = rows[rows.defense == "none"]
+    assert (none.vote_frac == 1.0).all()
+    hedged = rows[rows.defense == "hedge"]
+    assert ((hedged.vote_frac > 0.5 - 1e-9) & (hedged.vote_frac <= 1.0)).all()
+    assert (hedged.vote_frac * 7).round(6).mod(1).eq(0).all()  # a share of 7 draws
+
+
+def test_adaptive_attack_gets_one_unit_per_defense(tmp_path, registry):
+    attacks = '[[attacks]]\nplugin = "pgd"\nlabel = "pgd-adaptive"\ntarget = "defended"\nsteps = 3\nstep_size = 0.05\n'
+    grid = load_grid(digits_grid(tmp_path, n=20, attacks=attacks, defenses=THREE_DEFENSES), registry)
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry, store=store, progress=False)
+    units = store.units(run_id)
+    adaptive = units[units.attack == "pgd-adaptive"]
+    assert sorted(adaptive.defenses) == ['["hedge"]', '["none"]', '["random"]']
+    rows = store.results(run_id)
+    assert (rows[rows.attack == "pgd-adaptive"].adaptive == 1).all()
+
+
+def _rows(db_path) -> pd.DataFrame:
+    db = sqlite_utils.Database(db_path)
+    frame = pd.DataFrame(list(db["results"].rows))
+    return frame.drop(columns=["attack_s", "defense_s"]).sort_values(["model", "attack", "defense", "repeat", "idx"]) \
+        .reset_index(drop=True)
+
+
+def test_resume_after_sigkill_gives_the_rows_of_an_uninterrupted_run(tmp_path):
+    attacks = '[[attacks]]\nplugin = "pgd"\nsteps = 10\nstep_size = 0.02\n'
+    defenses = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "hedge"\nsteps = 10\neps_d = 0.1\nstep_size = 0.02\n'
+    grid = digits_grid(tmp_path, n=200, batch_size=10, repeats=2, attacks=attacks, defenses=defenses)
+    killed_db, clean_db = tmp_path / "killed.sqlite", tmp_path / "uninterrupted.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--grid", str(grid), "--db", str(killed_db),
+                             "--quiet"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            done = sqlite_utils.Database(killed_db).execute("SELECT COALESCE(SUM(done), 0) FROM units").fetchone()[0]
+        except Exception:  # the file or table may not exist yet
+            continue
+        if done >= 30:
+            break
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = sqlite_utils.Database(killed_db)
+    total_units = partial["units"].count
+    finished = partial.execute("SELECT COUNT(*) FROM units WHERE finished = 1").fetchone()[0]
+    assert finished < total_units  # it really was interrupted
+    committed = partial["results"].count
+    assert committed > 0 and committed % 10 == 0 or committed % 20 == 0  # whole batches only
+    harness_cli("run", "--grid", str(grid), "--db", str(killed_db), "--quiet")
+    harness_cli("run", "--grid", str(grid), "--db", str(clean_db), "--quiet")
+    resumed, uninterrupted = _rows(killed_db), _rows(clean_db)
+    assert len(resumed) == 200 * 2 * 2 * 2
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
+
+
+def test_dry_run_prints_units_and_passes(tmp_path):
+    attacks = '[[attacks]]\nplugin = "pgd"\nsteps = 10\n'
+    grid = digits_grid(tmp_path, n=50, repeats=2, attacks=attacks, defenses=THREE_DEFENSES)
+    out = harness_cli("run", "--grid", str(grid), "--dry-run").stdout
+    assert "4 work units on 50 examples of digits" in out
+    # pgd unit: attack 10 fwd + 10 bwd; none 1 fwd; random 5 draws × 1 fwd; hedge 5 draws × (3 fwd + 3 bwd + 1 fwd)
+    pgd_line = next(line for line in out.splitlines() if "robust × pgd [bare model] × r0" in line)
+    assert "forward 1,800  backward 1,250" in pgd_line  # (10 + 1 + 5 + 20) × 50 and (10 + 15) × 50
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+def test_show_prints_a_table_one_summary(tmp_path):
+    attacks = '[[attacks]]\nplugin = "pgd"\nsteps = 3\nstep_size = 0.05\n'
+    grid = digits_grid(tmp_path, n=40, repeats=2, attacks=attacks, defenses=THREE_DEFENSES)
+    harness_cli("run", "--grid", str(grid), "--quiet")
+    out = harness_cli("show", "--db", str(tmp_path / "results.sqlite")).stdout
+    header = [line for line in out.splitlines() if line.split()[:1] == ["clean"]]
+    assert header and header[0].split() == ["clean", "pgd", "worst", "case"]
+    assert "robust" in out and "hedge" in out and "±" in out
