@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def decode_split(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         archive = np.load(path, allow_pickle=False)
         blobs, offsets, labels = archive["jpeg"], archive["offsets"], archive["labels"]
         classes = tuple(str(c) for c in archive["classes"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable cifar10-jpeg split (need keys jpeg, offsets, labels, classes): {exc}") from exc
     stat = path.stat()
     tag = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -65,7 +65,12 @@ class Hedge(Defense):
 
     def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None) -> Tensor:
         ball = self.ball
-        start = ball.random_start(x, generator) if self.random_init else x
+        if not self.random_init:
+            start = x
+        elif self.predict == "released":  # the released loop starts at x' + U(−ε_d, ε_d), not clipped to [0,1]
+            start = x + torch.empty_like(x).uniform_(-ball.eps, ball.eps, generator=generator)
+        else:
+            start = ball.random_start(x, generator)
         loss = sum_ce if self.loss == "sum-ce" else kl_uniform
         return ascend(model, x, start, loss, ball=ball, steps=self.steps, step_size=self.eta, observe=observe)
 

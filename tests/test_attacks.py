@@ -1,0 +1,46 @@
+"""Every attack of tests/attack_table.py: inside its ball and [0,1], lowers accuracy, seeded, model untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attack_table import ATTACKS, EPS
+from harness.checks import check_attack_output
+from harness.threat import Norm, ThreatModel
+
+
+def accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _run(attack, model, x, y, threat, seed=0):
+    out = attack(model, x, y, threat, generator=torch.Generator().manual_seed(seed))
+    return getattr(out, "x_adv", out)
+
+
+@pytest.mark.parametrize("name,make,norm", ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_attack_on_digits_models(name, make, norm, digits, digits_robust, digits_standard):
+    threat = ThreatModel(Norm(norm), EPS[("digits", norm)])
+    x, y = digits.x[:100], digits.y[:100]
+    for model in (digits_robust, digits_standard):
+        flags = [p.requires_grad for p in model.parameters()]
+        x_adv = _run(make(), model, x, y, threat)
+        check_attack_output(name, x_adv, x, threat)          # in the ball, in [0,1], finite, same shape
+        assert accuracy(model, x_adv, y) < accuracy(model, x, y) - 0.05
+        assert not model.training and [p.requires_grad for p in model.parameters()] == flags
+    again = _run(make(), digits_robust, x, y, threat)
+    assert torch.equal(_run(make(), digits_robust, x, y, threat), again)  # same seed, same examples
+
+
+@pytest.mark.parametrize("name,make,norm", ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_attack_on_cifar_models(name, make, norm, cifar, cifar_robust, cifar_standard):
+    threat = ThreatModel(Norm(norm), EPS[("cifar", norm)])
+    x, y = cifar.x, cifar.y
+    x_adv = _run(make(), cifar_robust, x, y, threat)
+    check_attack_output(name, x_adv, x, threat)
+    assert accuracy(cifar_robust, x_adv, y) < accuracy(cifar_robust, x, y)
+    x_adv = _run(make(), cifar_standard, x, y, threat)
+    check_attack_output(name, x_adv, x, threat)
+    assert accuracy(cifar_standard, x_adv, y) <= 0.1   # the standard model falls to near 0
