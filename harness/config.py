@@ -119,6 +119,10 @@ def coerce(value: Any, tp: Any, file: str, key: str) -> Any:
         return value
     if tp is float:
         return parse_number(value, file, key)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a table such as {{steps = 10}}, got {value!r}", "a TOML table")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(file, key, f"expected a string, got {value!r}", "a string")
@@ -150,6 +154,12 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> Ent
 def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tuple[tuple[str, Any], ...]:
     out = []
     names = [p.name for p in spec.params]
+    open_kwargs = spec.param("kwargs")
+    if open_kwargs is not None and open_kwargs.type is dict:  # e.g. a bridge: undeclared keys go to kwargs
+        extra = {k: v for k, v in given.items() if k not in names}
+        given = {k: v for k, v in given.items() if k in names}
+        if extra:
+            given["kwargs"] = {**(given.get("kwargs") or {}), **extra}
     for name, value in given.items():
         param = spec.param(name)
         if param is None:

@@ -8,11 +8,16 @@ from harness.specs import Kind, PluginSpec, spec_from_dataclass
 
 @hookimpl
 def harness_attacks() -> list[PluginSpec]:
+    from plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
     from plugins.attacks.clean import CLEAN, Clean
+    from plugins.attacks.deepfool import DeepFool
     from plugins.attacks.pgd import CW, PGD
+    from plugins.attacks.rays import RayS
+    from plugins.attacks.torchattacks_bridge import TorchAttacks
 
-    return [
-        spec_from_dataclass(Clean, name=CLEAN, kind=Kind.ATTACK),
-        spec_from_dataclass(PGD, name="pgd", kind=Kind.ATTACK),
-        spec_from_dataclass(CW, name="cw", kind=Kind.ATTACK),
+    table = [
+        (Clean, CLEAN), (PGD, "pgd"), (CW, "cw"), (DeepFool, "deepfool"), (APGD, "apgd-ce"),
+        (APGDTargeted, "apgd-t"), (FABTargeted, "fab-t"), (Square, "square"), (RayS, "rays"),
+        (AutoAttackEnsemble, "autoattack"), (TorchAttacks, "torchattacks"),
     ]
+    return [spec_from_dataclass(cls, name=name, kind=Kind.ATTACK) for cls, name in table]

@@ -1,0 +1,220 @@
+"""APGD-CE, APGD-T, FAB-T, Square and the AutoAttack ensemble, through pyautoattack.
+
+Each plugin holds AutoAttack's standard hyper-parameters as its defaults and builds the library
+attack at call time around the model it is given. The library's seed comes from the run's
+generator and its global-RNG seeding is isolated (see seeded.py). The runner re-checks every output.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from harness.interfaces import Attack, AttackOutput, Passes
+from harness.specs import param
+from harness.threat import ThreatModel
+from plugins.attacks.seeded import isolated_rng, seed_from
+
+
+@dataclass(frozen=True)
+class APGD(Attack):
+    r"""APGD: step-size-free PGD with momentum and restarts (untargeted; loss "ce" or "dlr").
+
+    Paper: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", ICML 2020. Norm: L∞ and L2. Library: pyautoattack's ``APGDAttack``.
+
+    Arguments:
+        n_iter (int): iterations per restart. Default: 100.
+        n_restarts (int): restarts. Default: 1 (AutoAttack's standard version).
+        loss ("ce" | "dlr"): Default: "ce".
+        rho (float): step-size halving threshold. Default: 0.75.
+        eot_iter (int): gradient averaging over draws, for randomised models. Default: 1.
+
+    Shape: x (N, C, H, W) in [0,1], y (N,); returns x_adv of x's shape.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "apgd-ce"
+    """
+
+    n_iter: int = param(100, "iterations per restart")
+    n_restarts: int = param(1, "restarts (AutoAttack standard: 1)")
+    loss: Literal["ce", "dlr"] = param("ce", "cross-entropy or the DLR loss")
+    rho: float = param(0.75, "step-size halving threshold")
+    eot_iter: int = param(1, "gradient averaging over draws of a randomised model")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        from pyautoattack.autopgd_base import APGDAttack
+
+        seed = seed_from(generator)
+        attack = APGDAttack(model, n_iter=self.n_iter, norm=threat.norm.value, n_restarts=self.n_restarts,
+                            eps=threat.eps, seed=seed, loss=self.loss, eot_iter=self.eot_iter, rho=self.rho,
+                            device=x.device, logger=logging.getLogger("harness.apgd"))
+        with isolated_rng(seed, x.device):
+            return attack.perturb(x, y).detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        per_restart = self.n_iter * self.eot_iter
+        return Passes(self.n_restarts * per_restart + 1, self.n_restarts * per_restart)
+
+
+@dataclass(frozen=True)
+class APGDTargeted(Attack):
+    r"""APGD-T: APGD on the targeted DLR loss, once per target class (the 2nd … (k+1)-th most likely).
+
+    Paper: Croce & Hein, ICML 2020. Norm: L∞ and L2. Library: pyautoattack's ``APGDAttack_targeted``.
+
+    Arguments:
+        n_iter (int): iterations per target. Default: 100.
+        n_target_classes (int): target classes tried. Default: 9.
+        n_restarts (int): restarts per target. Default: 1.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "apgd-t"
+    """
+
+    n_iter: int = param(100, "iterations per target class")
+    n_target_classes: int = param(9, "number of target classes")
+    n_restarts: int = param(1, "restarts per target class")
+    rho: float = param(0.75, "step-size halving threshold")
+    eot_iter: int = param(1, "gradient averaging over draws of a randomised model")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        from pyautoattack.autopgd_base import APGDAttack_targeted
+
+        seed = seed_from(generator)
+        attack = APGDAttack_targeted(model, n_iter=self.n_iter, norm=threat.norm.value, n_restarts=self.n_restarts,
+                                     eps=threat.eps, seed=seed, eot_iter=self.eot_iter, rho=self.rho,
+                                     n_target_classes=self.n_target_classes, device=x.device,
+                                     logger=logging.getLogger("harness.apgd-t"))
+        with isolated_rng(seed, x.device):
+            return attack.perturb(x, y).detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        k = self.n_iter * self.n_target_classes * self.n_restarts * self.eot_iter
+        return Passes(k + 1, k)
+
+
+@dataclass(frozen=True)
+class FABTargeted(Attack):
+    r"""FAB-T: targeted minimum-norm FAB attack; an example counts only within ε.
+
+    Paper: Croce & Hein, "Minimally distorted Adversarial Examples with a Fast Adaptive Boundary
+    Attack", ICML 2020. Norm: L∞ and L2. Library: pyautoattack's ``FABAttack_PT(targeted=True)``.
+
+    Arguments:
+        n_iter (int): iterations. Default: 100.
+        n_target_classes (int): Default: 9.
+        n_restarts (int): Default: 1 (AutoAttack standard).
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "fab-t"
+    """
+
+    n_iter: int = param(100, "iterations")
+    n_target_classes: int = param(9, "number of target classes")
+    n_restarts: int = param(1, "restarts")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        from pyautoattack.fab_pt import FABAttack_PT
+
+        seed = seed_from(generator)
+        attack = FABAttack_PT(model, norm=threat.norm.value, n_restarts=self.n_restarts, n_iter=self.n_iter,
+                              eps=threat.eps, seed=seed, targeted=True, n_target_classes=self.n_target_classes,
+                              device=x.device)
+        with isolated_rng(seed, x.device):
+            return attack.perturb(x, y).detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        k = self.n_iter * self.n_target_classes * self.n_restarts
+        return Passes(2 * k + 1, k * 10)  # FAB takes the full Jacobian: one backward per class
+
+
+@dataclass(frozen=True)
+class Square(Attack):
+    r"""Square Attack: score-based random search with square-shaped updates; queries counted per example.
+
+    Paper: Andriushchenko et al., "Square Attack: a query-efficient black-box adversarial attack via
+    random search", ECCV 2020. Norm: L∞ and L2. Library: pyautoattack's ``SquareAttack``.
+
+    Arguments:
+        n_queries (int): query budget per example. Default: 5,000.
+        p_init (float): initial fraction of pixels per square. Default: 0.8.
+
+    Returns an ``AttackOutput`` whose ``queries`` are the per-example query counts.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "square"
+        n_queries = 5000
+    """
+
+    n_queries: int = param(5000, "query budget per example")
+    p_init: float = param(0.8, "initial fraction of pixels per square")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> AttackOutput:
+        from pyautoattack.square import SquareAttack
+
+        seed = seed_from(generator)
+        attack = SquareAttack(model, norm=threat.norm.value, n_queries=self.n_queries, eps=threat.eps,
+                              p_init=self.p_init, n_restarts=1, seed=seed, resc_schedule=False, device=x.device)
+        x_adv, queries = x.clone(), torch.zeros(len(x), dtype=torch.long, device=x.device)
+        with torch.no_grad(), isolated_rng(seed, x.device):
+            attack.init_hyperparam(x)
+            todo = (model(x).argmax(1) == y).nonzero().flatten()
+            if len(todo):
+                # attack_single_run (not perturb) reports the per-example query counts
+                n_q, adv = attack.attack_single_run(x[todo], y[todo])
+                x_adv[todo], queries[todo] = adv, n_q.long()
+        return AttackOutput(x_adv.detach(), queries + 1)  # + the query that checked the clean input
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        return Passes(self.n_queries, 0)
+
+
+@dataclass(frozen=True)
+class AutoAttackEnsemble(Attack):
+    r"""AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on the examples the previous left.
+
+    Paper: Croce & Hein, ICML 2020. Norm: L∞ and L2. Library: pyautoattack's ``AutoAttack``.
+
+    Arguments:
+        version ("standard" | "plus" | "rand"): the library's preset. Default: "standard".
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "autoattack"
+        version = "standard"
+    """
+
+    version: Literal["standard", "plus", "rand"] = param("standard", "AutoAttack's preset")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        from pyautoattack import AutoAttack
+
+        seed = seed_from(generator)
+        adversary = AutoAttack(model, norm=threat.norm.value, eps=threat.eps, version=self.version, seed=seed,
+                               device=x.device)
+        adversary.verbose = False
+        with isolated_rng(seed, x.device):
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+        return x_adv.detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        return Passes(100 + 900 + 900 + 5000, 100 + 900 + 9000)  # upper bounds of the standard version

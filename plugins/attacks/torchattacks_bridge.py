@@ -1,0 +1,65 @@
+"""Any torchattacks attack, by class name and keyword arguments."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness.errors import PluginError
+from harness.interfaces import Attack, Passes
+from harness.registry import suggest
+from harness.specs import param
+from harness.threat import ThreatModel
+from plugins.attacks.seeded import isolated_rng, seed_from
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchAttacks(Attack):
+    r"""A bridge to torchattacks: ``{plugin = "torchattacks", name = "MIFGSM", steps = 10}``.
+
+    Library: torchattacks (Kim, 2020). Norm: whatever the named class implements; the grid's ε is
+    passed as ``eps`` when the class takes one, and the runner checks the output against the grid's
+    threat model either way. Models take [0,1] inputs and normalise inside, so no normalisation is set
+    on the attack. torchattacks' global-RNG use is seeded from the run's generator and isolated.
+
+    Arguments:
+        name (str): the torchattacks class, e.g. "PGD", "MIFGSM", "CW", "DeepFool".
+        kwargs (dict): keyword arguments for that class; any other key of the grid entry lands here
+            too. Default: {}.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "torchattacks"
+        name = "MIFGSM"
+        steps = 10
+    """
+
+    name: str = param(help="torchattacks class name, e.g. PGD, MIFGSM")
+    kwargs: dict = param(None, "keyword arguments of that class")
+
+    def build(self, model: nn.Module, threat: ThreatModel):
+        import torchattacks
+
+        available = sorted(n for n in dir(torchattacks) if inspect.isclass(getattr(torchattacks, n))
+                           and issubclass(getattr(torchattacks, n), torchattacks.attack.Attack) and n != "Attack")
+        if self.name not in available:
+            raise PluginError(f"torchattacks has no attack {self.name!r}{suggest(self.name, available)}")
+        cls = getattr(torchattacks, self.name)
+        kwargs = dict(self.kwargs or {})
+        if "eps" in inspect.signature(cls.__init__).parameters:
+            kwargs.setdefault("eps", threat.eps)
+        return cls(model, **kwargs)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        attack = self.build(model, threat)
+        with isolated_rng(seed_from(generator), x.device):
+            return attack(x, y).detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        steps = int((self.kwargs or {}).get("steps", 10))
+        return Passes(steps + 1, steps)
