@@ -42,14 +42,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(grid, registry)
     from harness.runner import run_grid
     from harness.store import Store
-    from harness.summary import wide_table
 
     store = Store(grid.db)
     run_id = run_grid(grid, registry, store=store, progress=not args.quiet)
-    run, table = wide_table(store, run_id)
-    print(f"run {run_id} — {run['dataset']}, n={run['n_examples']}, {run['norm']} eps={run['eps']:.5g}, "
-          f"device {run['device']} — results in {grid.db}")
-    print(table.to_string())
+    _print_summary(store, run_id)
+    print(f"results in {grid.db}")
     return 0
 
 
@@ -98,15 +95,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from harness.store import Store
-    from harness.summary import wide_table
 
-    store = Store(args.db)
-    run, table = wide_table(store, args.run)
+    from pathlib import Path
+
+    if not Path(args.db).exists():
+        raise LookupError(f"{args.db} does not exist; run a grid first: harness run --grid FILE")
+    _print_summary(Store(args.db), args.run)
+    return 0
+
+
+def _print_summary(store, run_id) -> None:
+    from harness.summary import warnings_for, wide_table
+
+    run, table = wide_table(store, run_id)
     print(f"run {run['run_id']} — {run['dataset']}, n={run['n_examples']}, {run['norm']} eps={run['eps']:.5g}, "
           f"repeats={run['repeats']}, device {run['device']}")
     print("accuracy in %, mean ± std over repeats; worst case = correct under every attack, clean included")
     print(table.to_string())
-    return 0
+    for note in warnings_for(store, run["run_id"]):
+        print(note)
 
 
 def parser() -> argparse.ArgumentParser:

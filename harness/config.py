@@ -22,7 +22,7 @@ from harness.specs import Kind, PluginSpec
 from harness.threat import Norm, ThreatModel
 
 TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
-            "batch_size", "device", "db", "votes")
+            "batch_size", "device", "db", "votes", "save_examples")
 DEVICES = ("cpu", "cuda", "auto")
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -57,6 +57,7 @@ class GridConfig:
     device: str
     db: str
     votes: int
+    save_examples: int = 8
     text: str = field(default="", compare=False)
 
     def identity(self) -> dict[str, Any]:
@@ -66,7 +67,7 @@ class GridConfig:
             "threat": {"norm": self.threat.norm.value, "eps": self.threat.eps},
             "models": [m.as_json() for m in self.models], "attacks": [a.as_json() for a in self.attacks],
             "defenses": [d.as_json() for d in self.defenses], "repeats": self.repeats, "seed": self.seed,
-            "batch_size": self.batch_size, "votes": self.votes,
+            "batch_size": self.batch_size, "votes": self.votes, "save_examples": self.save_examples,
         }
 
     @property
@@ -253,5 +254,5 @@ def load_grid(path: str | Path, registry: Registry, *, db_override: str | None =
         defenses=_entries(raw, "defenses", Kind.DEFENSE, registry, file, default=[{"plugin": "none"}]),
         repeats=_int(raw, "repeats", 1, file, 1), seed=_int(raw, "seed", 0, file, 0),
         batch_size=_int(raw, "batch_size", 128, file, 1), device=_device(raw, file), db=db,
-        votes=_int(raw, "votes", 5, file, 1), text=text,
+        votes=_int(raw, "votes", 5, file, 1), save_examples=_int(raw, "save_examples", 8, file, 0), text=text,
     )

@@ -26,6 +26,6 @@ class Defended(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient == "full":
-            return self.defense.logits(self.model, x, generator=self.generator)
+            return self.defense.logits(self.model, x, generator=self.generator, differentiable=True)
         purified = self.defense.purify(self.model, x.detach(), generator=self.generator).detach()
         return self.model(x + (purified - x).detach())  # value at the defended point, identity backward

@@ -61,13 +61,15 @@ class Defense:
 
     randomized: ClassVar[bool] = False
 
-    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
-        """The input the model will see."""
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
+        """The input the model will see. ``differentiable``: keep it in x's autograd graph (full-gradient attacks)."""
         raise NotImplementedError
 
-    def logits(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+    def logits(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
         """The defended prediction. Override only where it is not ``model(purify(x))``."""
-        return model(self.purify(model, x, generator=generator))
+        return model(self.purify(model, x, generator=generator, differentiable=differentiable))
 
     def passes(self) -> Passes:
         """Forward/backward passes per example, the final prediction excluded."""

@@ -123,6 +123,24 @@ class Runner:
         self.device = resolve_device(grid.device)
         self.threat = grid.threat
 
+    def _examples(self, unit: Unit, defense_label: str, defense: Defense, model: torch.nn.Module,
+                   x: Tensor, y: Tensor, x_adv: Tensor, start: int, pred: Tensor) -> list[dict[str, Any]]:
+        """Images and SSIM of the first examples of a unit: clean, adversarial, and one draw of the defense."""
+        from harness.analytics import png_bytes, ssim
+
+        m = min(self.grid.save_examples - start, len(x))
+        gen = generator_for(self.grid.seed, unit.key, start, "examples", defense_label, device=self.device)
+        defended = defense.purify(model, x_adv[:m], generator=gen).detach()
+        with torch.no_grad():
+            pred_adv = model(x_adv[:m]).argmax(1)
+        return [{
+            "run_id": self.grid.run_id, "unit_key": unit.key, "model": unit.model.label, "attack": unit.attack.label,
+            "defense": defense_label, "repeat": unit.repeat, "idx": start + i, "label": int(y[i]),
+            "pred_adv": int(pred_adv[i]), "pred_defended": int(pred[i]), "ssim_adv": ssim(x[i], x_adv[i]),
+            "ssim_defended": ssim(x[i], defended[i]), "clean_png": png_bytes(x[i]), "adv_png": png_bytes(x_adv[i]),
+            "defended_png": png_bytes(defended[i]),
+        } for i in range(m)]
+
     def load_data(self) -> LabelledData:
         dataset = build(self.registry, self.grid.dataset, Kind.DATASET)
         return dataset.load(self.grid.n_examples)
@@ -181,7 +199,7 @@ class Runner:
             x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
             check_attack_output(unit.attack.label, x_adv, x, self.threat)
             linf, l2 = distance(x_adv, x, Norm.LINF).tolist(), distance(x_adv, x, Norm.L2).tolist()
-            rows = []
+            rows, examples = [], []
             for entry, defense in defenses:
                 before = model_state(model)
                 draws = grid.votes if defense.randomized else 1
@@ -199,8 +217,10 @@ class Runner:
                         "attack_s": attack_s, "defense_s": preds.seconds / len(x), "linf": linf[i], "l2": l2[i],
                         "queries": None if queries is None else int(queries[i]),
                     })
+                if start < grid.save_examples:
+                    examples += self._examples(unit, entry.label, defense, model, x, y, x_adv, start, preds.pred)
             self.store.commit_batch(grid.run_id, unit.key, rows, done=stop, finished=stop >= n,
-                                    seconds=time.perf_counter() - t0)
+                                    seconds=time.perf_counter() - t0, examples=examples)
             bar.update(stop - start)
         bar.close()
         message = f"finished {unit.describe()} in {time.perf_counter() - started:.1f}s"

@@ -52,6 +52,12 @@ class Store:
                 "attack_s": float, "defense_s": float, "linf": float, "l2": float, "queries": int,
             }, pk=RESULT_KEY)
             self.db["results"].create_index(["run_id", "model", "defense", "repeat"])
+        if "examples" not in self.db.table_names():  # a few images per unit, for the reports' Figure 2c
+            self.db["examples"].create({
+                "run_id": str, "unit_key": str, "model": str, "attack": str, "defense": str, "repeat": int,
+                "idx": int, "label": int, "pred_adv": int, "pred_defended": int, "ssim_adv": float,
+                "ssim_defended": float, "clean_png": bytes, "adv_png": bytes, "defended_png": bytes,
+            }, pk=RESULT_KEY)
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, run: dict[str, Any]) -> None:
@@ -90,10 +96,11 @@ class Store:
                                      "seconds": 0.0, "updated": time.time(), **fields})
 
     def commit_batch(self, run_id: str, key: str, rows: Iterable[dict[str, Any]], done: int, finished: bool,
-                     seconds: float) -> None:
-        """The batch's rows and the unit's progress, atomically."""
+                     seconds: float, examples: Iterable[dict[str, Any]] = ()) -> None:
+        """The batch's rows (and saved example images) and the unit's progress, atomically."""
         with self.db.atomic():
             self.db["results"].insert_all(rows, pk=RESULT_KEY, replace=True)
+            self.db["examples"].insert_all(examples, pk=RESULT_KEY, replace=True)
             self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
                             "WHERE run_id = ? AND unit_key = ?",
                             [done, int(finished), seconds, time.time(), run_id, key])

@@ -20,7 +20,7 @@ def first_n(name: str, images: np.ndarray, labels: np.ndarray, n: int, classes: 
     images, labels = images[:n], labels[:n]
     if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
         raise DataError(f"dataset '{name}': labels must lie in 0..{len(classes) - 1}, found {labels.min()}..{labels.max()}")
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = torch.from_numpy(np.array(images))  # a copy: the source may be a read-only buffer
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
         if x.dim() == 3:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Defense, Passes
+from harness.interfaces import Defense
 from harness.specs import param
 from harness.threat import Norm, ThreatModel
 
@@ -19,7 +19,8 @@ NONE = "none"
 class NoDefense(Defense):
     """No defense: the model predicts on the input as given."""
 
-    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
         return x
 
 
@@ -30,5 +31,6 @@ class RandomNoise(Defense):
     randomized: ClassVar[bool] = True
     eps_d: float = param(8 / 255, "half-width of the uniform noise")
 
-    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
         return ThreatModel(Norm.LINF, self.eps_d).random_start(x, generator)

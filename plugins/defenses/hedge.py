@@ -63,7 +63,8 @@ class Hedge(Defense):
             return self.step_size
         return RELEASED_STEP if self.predict == "released" else 4 / 255
 
-    def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None) -> Tensor:
+    def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None,
+             differentiable: bool = False) -> Tensor:
         ball = self.ball
         if not self.random_init:
             start = x
@@ -72,15 +73,18 @@ class Hedge(Defense):
         else:
             start = ball.random_start(x, generator)
         loss = sum_ce if self.loss == "sum-ce" else kl_uniform
-        return ascend(model, x, start, loss, ball=ball, steps=self.steps, step_size=self.eta, observe=observe)
+        return ascend(model, x, start, loss, ball=ball, steps=self.steps, step_size=self.eta, observe=observe,
+                      differentiable=differentiable)
 
-    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
         """x_K, the final point of the ascent."""
-        return self._run(model, x, generator)
+        return self._run(model, x, generator, differentiable=differentiable)
 
-    def logits(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor:
+    def logits(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
         if self.predict == "final":
-            return model(self.purify(model, x, generator=generator))
+            return model(self.purify(model, x, generator=generator, differentiable=differentiable))
         # The released code sums the logits of the iterates x_1 … x_{K−1} (not x_0, not x_K).
         summed: list[Tensor] = []
         self._run(model, x, generator, observe=lambda k, xk, logits: summed.append(logits) if k >= 1 else None)
@@ -90,3 +94,29 @@ class Hedge(Defense):
 
     def passes(self) -> Passes:
         return Passes(self.steps, self.steps)
+
+
+@dataclass(frozen=True)
+class HedgeRandomClass(Hedge):
+    r"""Hedge with one random class per step (the paper's Algorithm 4).
+
+    Each step ascends CE(f(x), c) for a class c drawn uniformly at random for each example,
+    instead of the sum over all classes. Other arguments as ``hedge``.
+
+    Example grid entry::
+
+        [[defenses]]
+        plugin = "hedge-random-class"
+    """
+
+    def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None,
+             differentiable: bool = False) -> Tensor:
+        ball = self.ball
+        start = ball.random_start(x, generator) if self.random_init else x
+
+        def random_class_ce(logits: Tensor) -> Tensor:
+            c = torch.randint(0, logits.shape[1], (logits.shape[0],), generator=generator, device=logits.device)
+            return torch.nn.functional.cross_entropy(logits, c, reduction="none")
+
+        return ascend(model, x, start, random_class_ce, ball=ball, steps=self.steps, step_size=self.eta,
+                      observe=observe, differentiable=differentiable)

@@ -1,0 +1,170 @@
+"""The Hedge paper's own attacks: label-free reverse Hedge, and three defense-aware attacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness.interfaces import Attack, Passes
+from harness.losses import cross_entropy, sum_ce
+from harness.sign_gradient import ascend
+from harness.specs import param
+from harness.threat import Norm, ThreatModel
+from plugins.attacks.autoattack_bridge import Square
+from plugins.defenses.hedge import Hedge
+
+
+@dataclass(frozen=True)
+class ReverseHedge(Attack):
+    r"""Reverse Hedge: sign-gradient *descent* on Σ_c CE(f(x), c), pulling f(x) towards uniform. No labels.
+
+    Paper: Wu et al., "Attacking Adversarial Attacks as A Defense" (Algorithm 5). Norm: L∞ and L2.
+    It never reads ``y``: the loss depends on the logits alone.
+
+    Arguments:
+        steps (int): Default: 20.
+        step_size (float | None): Default: None, 4/255 under L∞ and ε/4 under L2.
+        random_start (bool): Default: True.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "reverse-hedge"
+    """
+
+    steps: int = param(20, "descent steps")
+    step_size: float | None = param(None, "step; None: 4/255 (L∞) or ε/4 (L2)")
+    random_start: bool = param(True, "start from a uniform point of the ball")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        step = self.step_size if self.step_size is not None else (4 / 255 if threat.norm is Norm.LINF else threat.eps / 4)
+        start = threat.random_start(x, generator) if self.random_start else x
+        return ascend(model, x, start, sum_ce, ball=threat, steps=self.steps, step_size=step, descend=True)
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        return Passes(self.steps, self.steps)
+
+
+@dataclass(frozen=True)
+class HedgeAware(Attack):
+    r"""Hedge-aware PGD (the paper's Algorithm 6): each attack step looks through K inner Hedge steps.
+
+    For t = 1 … T: x'' = Hedge_K(x') (no gradient through it); x' ← Π_ε(x' + α·sign(∇ CE(f(x''), y))),
+    the gradient taken at x'' and applied to x' (a BPDA step). Norm: L∞.
+
+    Arguments:
+        steps (int): T, attack steps. Default: 20.
+        step_size (float): α. Default: 2/255.
+        hedge_steps (int): K, inner Hedge steps. Default: 20.
+        hedge_step_size (float): Hedge's η. Default: 4/255.
+        eps_d (float): Hedge's radius. Default: 8/255.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "hedge-aware"
+    """
+
+    steps: int = param(20, "T, attack steps")
+    step_size: float = param(2 / 255, "attack step α")
+    hedge_steps: int = param(20, "K, inner Hedge steps per attack step")
+    hedge_step_size: float = param(4 / 255, "Hedge's step η")
+    eps_d: float = param(8 / 255, "Hedge's radius ε_d")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        hedge = Hedge(eps_d=self.eps_d, steps=self.hedge_steps, step_size=self.hedge_step_size)
+        x_adv = threat.random_start(x, generator)
+        for _ in range(self.steps):
+            hedged = hedge.purify(model, x_adv, generator=generator)
+            with torch.enable_grad():
+                point = hedged.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(cross_entropy(model(point), y).sum(), point)
+            x_adv = threat.project(x_adv + self.step_size * grad.sign(), x)
+        return x_adv.detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        k = self.steps * (self.hedge_steps + 1)
+        return Passes(k, k)
+
+
+@dataclass(frozen=True)
+class DAAWhite(Attack):
+    r"""Defense-aware white-box attack of the released code: sign-gradients accumulated at hedged points.
+
+    For each of ``steps`` outer steps, ``inner`` Hedge steps (radius ``noise_radius`` around the current
+    point) are taken; after each, the sign of ∇ CE at the hedged point, times ``inner_step``, is added
+    to an accumulator, which is then applied to x' and projected into the attack ball. Norm: L∞.
+    Defaults are the released code's.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "daa-white"
+    """
+
+    steps: int = param(10, "outer steps")
+    inner: int = param(10, "Hedge steps per outer step")
+    hedge_step_size: float = param(0.007, "Hedge's step")
+    inner_step: float = param(0.007, "weight of each accumulated CE sign-gradient")
+    noise_radius: float = param(0.093, "Hedge's radius around the current point")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator) -> Tensor:
+        x_adv = threat.random_start(x, generator)
+        inner_ball = ThreatModel(Norm.LINF, self.noise_radius)
+        for _ in range(self.steps):
+            accumulated = torch.zeros_like(x)
+            hedged = x_adv
+            for _ in range(self.inner):
+                hedged = ascend(model, x_adv, hedged, sum_ce, ball=inner_ball, steps=1, step_size=self.hedge_step_size)
+                with torch.enable_grad():
+                    point = hedged.detach().requires_grad_(True)
+                    (grad,) = torch.autograd.grad(cross_entropy(model(point), y).sum(), point)
+                accumulated += self.inner_step * grad.sign()
+            x_adv = threat.project(x_adv + accumulated, x)
+        return x_adv.detach()
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        k = self.steps * self.inner * 2
+        return Passes(k, k)
+
+
+class _OneStepHedge(nn.Module):
+    """The released code's InternalDefense: one Hedge step from x + U(−ε, ε) before the model."""
+
+    def __init__(self, model: nn.Module, step: float, eps: float, generator: torch.Generator):
+        super().__init__()
+        self.model, self.hedge, self.generator = model, Hedge(eps_d=eps, steps=1, step_size=step,
+                                                              predict="released"), generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.hedge.purify(self.model, x, generator=self.generator))
+
+
+@dataclass(frozen=True)
+class DAABlack(Attack):
+    r"""Defense-aware black-box attack of the released code: Square against the model behind a one-step Hedge.
+
+    Library: pyautoattack's Square (queries counted per example). Norm: L∞ and L2.
+
+    Example grid entry::
+
+        [[attacks]]
+        plugin = "daa-black"
+    """
+
+    n_queries: int = param(5000, "Square's query budget per example")
+    hedge_step_size: float = param(0.045, "the one Hedge step's size")
+    hedge_eps: float = param(0.09, "the one Hedge step's radius")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                 generator: torch.Generator):
+        wrapped = _OneStepHedge(model, self.hedge_step_size, self.hedge_eps, generator)
+        return Square(n_queries=self.n_queries)(wrapped, x, y, threat, generator=generator)
+
+    def passes(self, threat: ThreatModel) -> Passes:
+        return Passes(2 * self.n_queries, self.n_queries)

@@ -1,0 +1,146 @@
+"""The Hedge paper's own attacks, the adaptive evaluation, and the paper's analytics, on real models."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from conftest import digits_grid, harness_cli
+from harness.analytics import flip_counts, local_lipschitz, lipschitz_gap
+from harness.checks import check_attack_output
+from harness.config import load_grid
+from harness.defended import Defended
+from harness.runner import run_grid
+from harness.store import Store
+from harness.threat import Norm, ThreatModel
+from plugins.attacks.adaptive import Adaptive
+from plugins.attacks.hedge_attacks import DAABlack, DAAWhite, HedgeAware, ReverseHedge
+from plugins.defenses.hedge import Hedge, HedgeRandomClass
+
+LINF = ThreatModel(Norm.LINF, 0.1)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def test_reverse_hedge_needs_no_labels_and_lowers_accuracy(digits, digits_standard, cifar, cifar_standard):
+    x, y = digits.x[:100], digits.y[:100]
+    attack = ReverseHedge(steps=10, step_size=0.02)
+    with_labels = attack(digits_standard, x, y, LINF, generator=gen())
+    without = attack(digits_standard, x, torch.zeros_like(y), LINF, generator=gen())
+    assert torch.equal(with_labels, without)                 # the labels are never read
+    check_attack_output("reverse-hedge", with_labels, x, LINF)
+    assert accuracy(digits_standard, with_labels, y) < accuracy(digits_standard, x, y) - 0.05
+    threat = ThreatModel(Norm.LINF, 8 / 255)
+    x_adv = ReverseHedge(steps=5, step_size=2 / 255)(cifar_standard, cifar.x, torch.zeros_like(cifar.y), threat,
+                                                    generator=gen())
+    check_attack_output("reverse-hedge", x_adv, cifar.x, threat)
+    assert accuracy(cifar_standard, x_adv, cifar.y) < accuracy(cifar_standard, cifar.x, cifar.y) - 0.3
+
+
+def test_defense_aware_attacks_stay_in_the_ball_and_lower_accuracy(digits, digits_robust):
+    x, y = digits.x[:60], digits.y[:60]
+    for attack in (HedgeAware(steps=5, step_size=0.03, hedge_steps=3, hedge_step_size=0.05, eps_d=0.1),
+                   DAAWhite(steps=3, inner=3, hedge_step_size=0.02, inner_step=0.02),
+                   DAABlack(n_queries=200)):
+        out = attack(digits_robust, x, y, LINF, generator=gen())
+        x_adv = getattr(out, "x_adv", out)
+        check_attack_output(type(attack).__name__, x_adv, x, LINF)
+        hedge = Hedge(eps_d=0.1, steps=3, step_size=0.05)
+        with torch.no_grad():
+            defended = hedge.logits(digits_robust, x_adv, generator=gen(1)).argmax(1)
+            clean_defended = hedge.logits(digits_robust, x, generator=gen(1)).argmax(1)
+        assert (defended == y).float().mean() < (clean_defended == y).float().mean(), type(attack).__name__
+
+
+def test_hedge_random_class_stays_in_its_ball_and_differs_from_hedge(digits, digits_robust):
+    x = digits.x[:30]
+    out = HedgeRandomClass(eps_d=0.1, steps=5, step_size=0.05).purify(digits_robust, x, generator=gen())
+    assert ThreatModel(Norm.LINF, 0.1).contains(out, x).all()
+    assert not torch.equal(out, Hedge(eps_d=0.1, steps=5, step_size=0.05).purify(digits_robust, x, generator=gen()))
+
+
+def test_full_gradient_flows_through_the_unrolled_defense(digits, digits_robust):
+    x, y = digits.x[:8].clone().requires_grad_(True), digits.y[:8]
+    hedge = Hedge(eps_d=0.1, steps=3, step_size=0.05)
+    for mode in ("bpda", "full"):
+        model = Defended(digits_robust, hedge, gen(2), gradient=mode)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), x)
+        assert grad.abs().sum() > 0, mode
+    assert all(p.grad is None for p in digits_robust.parameters())
+
+
+def test_adaptive_attack_beats_the_transfer_protocol_on_hedge(tmp_path, registry):
+    attacks = ('[[attacks]]\nplugin = "pgd"\nsteps = 10\nstep_size = 0.02\n'
+               '[[attacks]]\nplugin = "adaptive"\nn_iter = 10\nn_target_classes = 3\neot = 2\n')
+    defenses = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "hedge"\nsteps = 4\neps_d = 0.1\nstep_size = 0.05\n'
+    grid = load_grid(digits_grid(tmp_path, n=60, batch_size=30, attacks=attacks, defenses=defenses, extra="votes = 3"),
+                     registry)
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry, store=store, progress=False)
+    acc = store.accuracy(run_id).set_index(["defense", "attack"])["acc"]
+    assert acc[("hedge", "adaptive")] <= acc[("hedge", "pgd")]
+    from harness.summary import WORST_ADAPTIVE, WORST_TRANSFER, wide_table
+
+    _, table = wide_table(store, run_id)
+    transfer = float(table.loc[("robust", "hedge"), WORST_TRANSFER])
+    adaptive = float(table.loc[("robust", "hedge"), WORST_ADAPTIVE])
+    assert adaptive <= transfer
+    out = harness_cli("show", "--db", str(tmp_path / "results.sqlite")).stdout
+    assert "worst case (transfer)" in out and "worst case (adaptive) — report this" in out
+    assert "warning: no adaptive attack" not in out
+
+
+def test_adaptive_attack_with_fewer_defense_steps_and_full_gradient(digits, digits_robust):
+    x, y = digits.x[:30], digits.y[:30]
+    hedge = Hedge(eps_d=0.1, steps=6, step_size=0.05)
+    attack = Adaptive(n_iter=8, n_target_classes=2, gradient="full", defense_steps_in_attack=2)
+    inner = attack.attacked_model(Defended(digits_robust, hedge, gen(3)))
+    assert inner.defense.steps == 2 and inner.gradient == "full"
+    x_adv = attack(Defended(digits_robust, hedge, gen(3)), x, y, LINF, generator=gen())
+    check_attack_output("adaptive", x_adv, x, LINF)
+    with torch.no_grad():
+        assert (hedge.logits(digits_robust, x_adv, generator=gen(4)).argmax(1) == y).float().mean() < \
+               (hedge.logits(digits_robust, x, generator=gen(4)).argmax(1) == y).float().mean()
+
+
+def test_full_grid_flip_counts_add_up_to_the_accuracy_differences(tmp_path, registry):
+    attacks = ('[[attacks]]\nplugin = "pgd"\nsteps = 10\nstep_size = 0.02\n'
+               '[[attacks]]\nplugin = "cw"\nsteps = 10\nstep_size = 0.02\n')
+    defenses = ('[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.1\n'
+                '[[defenses]]\nplugin = "hedge"\nsteps = 5\neps_d = 0.1\nstep_size = 0.04\n')
+    grid = load_grid(digits_grid(tmp_path, n=100, batch_size=50, attacks=attacks, defenses=defenses,
+                                 extra="save_examples = 4"), registry)
+    store = Store(grid.db)
+    run_id = run_grid(grid, registry, store=store, progress=False)
+    flips = flip_counts(store, run_id)
+    assert set(flips.defense) == {"random", "hedge"} and set(flips.attack) == {"clean", "pgd", "cw"}
+    acc = store.accuracy(run_id).set_index(["model", "defense", "attack", "repeat"])["acc"]
+    for row in flips.itertuples():
+        gain = acc[(row.model, row.defense, row.attack, row.repeat)] - acc[(row.model, "none", row.attack, row.repeat)]
+        assert abs(gain - (row.FtoT - row.TtoF) / row.n) < 1e-12
+        assert row.FtoT + row.TtoF + row.FtoF + row.TtoT == row.n == 100
+    assert flips.loc[flips.attack == "pgd", "FtoT"].sum() > 0           # the paper's effect exists here
+    examples = pd.read_sql_query("SELECT * FROM examples", store.db.conn)
+    assert len(examples) == 3 * 3 * 4                                    # attacks × defenses × saved
+    clean = examples[examples.attack == "clean"]
+    assert (clean.ssim_adv > 0.999).all()
+    pgd = examples[examples.attack == "pgd"]
+    assert (pgd.ssim_adv < 0.999).all() and (pgd.ssim_adv > -1).all()
+    assert (examples[examples.defense == "hedge"].ssim_defended < 0.999).all()
+    assert all(png.startswith(b"\x89PNG") for png in examples.adv_png)
+
+
+def test_local_lipschitz_estimator(digits, digits_robust):
+    x, y = digits.x[:40], digits.y[:40]
+    at_x = local_lipschitz(digits_robust, x, y, 0.1, samples=0)
+    sampled = local_lipschitz(digits_robust, x, y, 0.1, samples=8, generator=gen())
+    assert (sampled >= at_x).all() and (at_x > 0).all()
+    assert torch.equal(sampled, local_lipschitz(digits_robust, x, y, 0.1, samples=8, generator=gen()))
+    assert lipschitz_gap(digits_robust, x, y, 0.1).shape == (40,)
