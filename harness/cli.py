@@ -65,8 +65,10 @@ def _dry_run(grid, registry) -> int:
     print(f"total: forward {total_f:,.0f}  backward {total_b:,.0f} passes of one image through the model")
     for index, entry in enumerate(grid.models):
         model = build(registry, entry, Kind.MODEL)
+        getattr(model, "validate", lambda: None)()  # e.g. the RobustBench ID exists
         for path in getattr(model, "files", lambda: [])():
-            print(f"  needs file: {path}  (models[{index}] {entry.label!r})")
+            state = "present" if Path(path).expanduser().exists() else "MISSING"
+            print(f"  needs file: {path}  [{state}]  (models[{index}] {entry.label!r})")
     return 0
 
 

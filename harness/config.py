@@ -145,7 +145,8 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> Ent
     except PluginError:
         raise ConfigError(file, f"{key}.plugin", f"unknown {kind.value} plugin {name!r}{suggest(str(name), registry.names(kind))}",
                           ", ".join(registry.names(kind))) from None
-    label = raw.get("label", name)
+    # default display name: a `name` parameter where the plugin has one (RobustBench IDs, torchattacks classes)
+    label = raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name)
     if not isinstance(label, str) or not label:
         raise ConfigError(file, f"{key}.label", f"expected a non-empty string, got {label!r}")
     params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label")}, file, key)

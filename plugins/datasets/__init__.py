@@ -9,12 +9,15 @@ from harness.specs import Kind, PluginSpec, spec_from_dataclass
 @hookimpl
 def harness_datasets() -> list[PluginSpec]:
     from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+    from plugins.datasets.cifar_pickle import Cifar10, Cifar100
     from plugins.datasets.digits import Digits
     from plugins.datasets.idx import MNIST, FashionMNIST
 
     return [
         spec_from_dataclass(Digits, name="digits", kind=Kind.DATASET),
         spec_from_dataclass(Cifar10Jpeg, name="cifar10-jpeg", kind=Kind.DATASET),
+        spec_from_dataclass(Cifar10, name="cifar10", kind=Kind.DATASET),
+        spec_from_dataclass(Cifar100, name="cifar100", kind=Kind.DATASET),
         spec_from_dataclass(FashionMNIST, name="fashion-mnist", kind=Kind.DATASET),
         spec_from_dataclass(MNIST, name="mnist", kind=Kind.DATASET),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ class IdxDataset:
 
     name = "mnist"
     default_root = ""
-    classes: tuple[str, ...] = tuple(str(i) for i in range(10))
+    classes: ClassVar[tuple[str, ...]] = tuple(str(i) for i in range(10))
     display = "MNIST"
     torchvision_class = "MNIST"
 
