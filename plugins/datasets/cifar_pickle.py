@@ -12,7 +12,7 @@ import numpy as np
 from harness.errors import DataError
 from harness.interfaces import LabelledData
 from harness.specs import param
-from plugins.datasets.common import first_n
+from plugins.datasets.common import first_n, torchvision_download
 
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "list"), ("builtins", "dict")}
@@ -58,13 +58,7 @@ class CifarPickle:
         if (folder / self.test_file).exists():
             return folder
         if self.download:
-            import torchvision
-
-            try:
-                getattr(torchvision.datasets, self.torchvision_class)(str(folder.parent), train=False, download=True)
-            except Exception as exc:  # noqa: BLE001 - any network failure becomes one clear message
-                raise DataError(f"{self.name}: download into {folder.parent} failed ({type(exc).__name__}). "
-                                f"{self._fix()}") from None
+            torchvision_download(self.name, self.torchvision_class, str(folder.parent), False, self._fix())
             return folder
         raise DataError(f"{self.name}: {folder / self.test_file} not found. {self._fix()}")
 

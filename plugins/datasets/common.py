@@ -31,3 +31,13 @@ def first_n(name: str, images: np.ndarray, labels: np.ndarray, n: int, classes: 
         raise DataError(f"dataset '{name}': expected images of shape (N, C, H, W), got {tuple(x.shape)}")
     return LabelledData(x=x.float(), y=torch.from_numpy(labels.astype(np.int64)), classes=classes,
                         domain=domain, display_name=display_name)
+
+
+def torchvision_download(name: str, torchvision_class: str, folder: str, train: bool, fix: str) -> None:
+    """Fetch a dataset through torchvision (for users who are online); a network failure is one clear error."""
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, torchvision_class)(folder, train=train, download=True)
+    except Exception as exc:  # noqa: BLE001 - any network failure becomes one clear message
+        raise DataError(f"{name}: download into {folder} failed ({type(exc).__name__}). {fix}") from None

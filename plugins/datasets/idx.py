@@ -13,7 +13,7 @@ import numpy as np
 from harness.errors import DataError
 from harness.interfaces import LabelledData
 from harness.specs import param
-from plugins.datasets.common import first_n
+from plugins.datasets.common import first_n, torchvision_download
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
@@ -62,14 +62,7 @@ class IdxDataset:
             if candidate.exists():
                 return candidate
         if self.download:
-            import torchvision
-
-            try:
-                getattr(torchvision.datasets, self.torchvision_class)(str(folder), train=stem.startswith("train"),
-                                                                       download=True)
-            except Exception as exc:  # noqa: BLE001 - any network failure becomes one clear message
-                raise DataError(f"{self.name}: download into {folder} failed ({type(exc).__name__}). "
-                                f"{self._fix()}") from None
+            torchvision_download(self.name, self.torchvision_class, str(folder), stem.startswith("train"), self._fix())
             return self._find(stem)
         raise DataError(f"{self.name}: {folder / (stem + '.gz')} not found. {self._fix()}")
 
