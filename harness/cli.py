@@ -37,7 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_grid
 
     registry = _registry()
-    grid = load_grid(args.grid, registry, db_override=args.db)
+    if args.n_examples is not None and args.n_examples < 1:
+        raise HarnessError(f"--n-examples must be >= 1, got {args.n_examples}")
+    grid = load_grid(args.grid, registry, db_override=args.db, n_override=args.n_examples)
     if args.dry_run:
         return _dry_run(grid, registry)
     from harness.runner import run_grid
@@ -128,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="evaluate a grid of models × attacks × defenses")
     p.add_argument("--grid", required=True, help="the grid's TOML file")
     p.add_argument("--db", help="results database (overrides the grid's db)")
+    p.add_argument("--n-examples", type=int, help="override the grid's n_examples (e.g. a small trial on a CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the work units and their cost; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)

@@ -214,7 +214,8 @@ def _device(raw: dict, file: str) -> str:
     return device
 
 
-def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None) -> GridConfig:
+def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None,
+              n_override: int | None = None) -> GridConfig:
     from plugins.attacks.clean import CLEAN
 
     file = str(path)
@@ -248,7 +249,7 @@ def load_grid(path: str | Path, registry: Registry, *, db_override: str | None =
     if not isinstance(db, str) or not db:
         raise ConfigError(file, "db", f"expected a file path, got {db!r}")
     return GridConfig(
-        path=file, dataset=dataset, n_examples=_int(raw, "n_examples", None, file, 1),
+        path=file, dataset=dataset, n_examples=n_override or _int(raw, "n_examples", None, file, 1),
         threat=ThreatModel(Norm(norm_text), eps),
         models=_entries(raw, "models", Kind.MODEL, registry, file, default=None),
         attacks=attacks,

@@ -54,6 +54,10 @@ class Attack:
         """Forward/backward passes per example; override for an accurate --dry-run."""
         return Passes(1, 0)
 
+    def defense_in_attack(self, defense: "Defense") -> "Defense":
+        """The defense as an adaptive attack runs it internally (e.g. with fewer steps, for cost)."""
+        return defense
+
 
 @dataclass(frozen=True)
 class Defense:

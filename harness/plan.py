@@ -64,7 +64,7 @@ def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
     attack: Attack = build(registry, unit.attack, Kind.ATTACK)
     total = attack.passes(grid.threat)
     if unit.adaptive:  # the attack runs through the defense at every step
-        defense_cost = build(registry, unit.defenses[0], Kind.DEFENSE).passes()
+        defense_cost = attack.defense_in_attack(build(registry, unit.defenses[0], Kind.DEFENSE)).passes()
         total = Passes(total.forward * (1 + defense_cost.forward), total.backward * (1 + defense_cost.forward))
     for entry in unit.defenses:
         defense: Defense = build(registry, entry, Kind.DEFENSE)

@@ -45,10 +45,10 @@ def test_reverse_hedge_needs_no_labels_and_lowers_accuracy(digits, digits_standa
 
 
 def test_defense_aware_attacks_stay_in_the_ball_and_lower_accuracy(digits, digits_robust):
-    x, y = digits.x[:60], digits.y[:60]
+    x, y = digits.x[:40], digits.y[:40]
     for attack in (HedgeAware(steps=5, step_size=0.03, hedge_steps=3, hedge_step_size=0.05, eps_d=0.1),
                    DAAWhite(steps=3, inner=3, hedge_step_size=0.02, inner_step=0.02),
-                   DAABlack(n_queries=200)):
+                   DAABlack(n_queries=100)):
         out = attack(digits_robust, x, y, LINF, generator=gen())
         x_adv = getattr(out, "x_adv", out)
         check_attack_output(type(attack).__name__, x_adv, x, LINF)

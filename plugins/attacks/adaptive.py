@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.defended import Defended
-from harness.interfaces import Attack, Passes
+from harness.interfaces import Attack, Defense, Passes
 from harness.specs import param
 from harness.threat import ThreatModel
 from plugins.attacks.autoattack_bridge import APGDTargeted
@@ -52,13 +52,15 @@ class Adaptive(Attack):
     gradient: Literal["bpda", "full"] = param("bpda", "BPDA (identity backward) or the full unrolled gradient")
     defense_steps_in_attack: int | None = param(None, "defense steps inside the attack (fewer, for cost)")
 
+    def defense_in_attack(self, defense: Defense) -> Defense:
+        if self.defense_steps_in_attack is not None and hasattr(defense, "steps"):
+            return dataclasses.replace(defense, steps=self.defense_steps_in_attack)
+        return defense
+
     def attacked_model(self, model: nn.Module) -> nn.Module:
         if not isinstance(model, Defended):
             return model
-        defense = model.defense
-        if self.defense_steps_in_attack is not None and hasattr(defense, "steps"):
-            defense = dataclasses.replace(defense, steps=self.defense_steps_in_attack)
-        return Defended(model.model, defense, model.generator, gradient=self.gradient)
+        return Defended(model.model, self.defense_in_attack(model.defense), model.generator, gradient=self.gradient)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
