@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise PluginError(f"dataset {args.dataset!r} has no training split to train on")
     train_x, train_y = dataset.train_arrays()
     test = dataset.load(args.n_test)
-    cfg = TrainConfig(arch=args.arch, dataset=args.dataset, out=args.out, method=args.method, eps=args.eps,
+    cfg = TrainConfig(arch=args.arch, dataset=args.dataset, out=args.out, method=args.method, eps=args.eps, beta=args.beta,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
     record = train(cfg, train_x, train_y, test.x, test.y, progress=not args.quiet)
     record["command"] = "harness " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("harness") else None
@@ -137,7 +137,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a small (robust) model on a dataset plugin's training split")
     p.add_argument("--dataset", required=True)
     p.add_argument("--arch", default="small-cnn")
-    p.add_argument("--method", choices=["standard", "fgsm-rs", "pgd"], default="fgsm-rs")
+    p.add_argument("--method", choices=["standard", "fgsm-rs", "pgd", "trades"], default="fgsm-rs")
+    p.add_argument("--beta", type=float, default=6.0, help="TRADES' β")
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)

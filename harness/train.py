@@ -1,6 +1,7 @@
 """``harness train``: small robust models for datasets that have no downloadable zoo here.
 
-Methods: standard, fgsm-rs (Wong et al. 2020, "Fast is better than free"), and pgd (Madry et al.).
+Methods: standard, fgsm-rs (Wong et al. 2020, "Fast is better than free"), pgd (Madry et al. 2018)
+and trades (Zhang et al. 2019: CE + β·KL(f(x) ‖ f(x')), x' maximising that KL).
 A checkpoint (weights + optimiser + epoch) is written every epoch, so an interrupted run resumes;
 the best epoch by PGD accuracy on a held-out slice is kept, which guards against catastrophic
 overfitting of FGSM training. Writes ``<out>`` (a plain state_dict) and ``<out>.json`` (its record).
@@ -32,12 +33,13 @@ class TrainConfig:
     arch: str
     dataset: str
     out: str
-    method: Literal["standard", "fgsm-rs", "pgd"] = "fgsm-rs"
+    method: Literal["standard", "fgsm-rs", "pgd", "trades"] = "fgsm-rs"
     eps: float = 0.1
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.05
     pgd_steps: int = 7
+    beta: float = 6.0
     holdout: int = 200
     seed: int = 0
     device: str = "cpu"
@@ -50,6 +52,12 @@ def _perturb(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torc
     start = ball.random_start(x, gen)
     if cfg.method == "fgsm-rs":  # one step of 1.25·ε from a random start (Wong et al.)
         return ascend(model, x, start, lambda z: cross_entropy(z, y), ball=ball, steps=1, step_size=1.25 * cfg.eps)
+    if cfg.method == "trades":  # maximise KL(f(x) ‖ f(x')) from x + 0.001·N(0, 1) (Zhang et al.)
+        with torch.no_grad():
+            clean = F.softmax(model(x), dim=1)
+        start = (x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device)).clamp(0, 1)
+        kl = lambda z: F.kl_div(F.log_softmax(z, dim=1), clean, reduction="none").sum(1)  # noqa: E731
+        return ascend(model, x, start, kl, ball=ball, steps=cfg.pgd_steps, step_size=2.5 * cfg.eps / cfg.pgd_steps)
     return ascend(model, x, start, lambda z: cross_entropy(z, y), ball=ball, steps=cfg.pgd_steps,
                   step_size=2.5 * cfg.eps / cfg.pgd_steps)
 
@@ -97,7 +105,12 @@ def train(cfg: TrainConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: Te
             x_in = _perturb(model, x, y, cfg, gen)
             model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = F.cross_entropy(model(x_in), y)
+                if cfg.method == "trades":
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y) + cfg.beta * F.kl_div(
+                        F.log_softmax(model(x_in), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+                else:
+                    loss = F.cross_entropy(model(x_in), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -158,3 +158,47 @@ def test_trainer_resumes_an_interrupted_run(tmp_path, monkeypatch):
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "b.train-state.pt").exists()
+
+
+def test_every_training_method_runs_an_epoch(tmp_path):
+    from harness.train import TrainConfig, train
+    from plugins.datasets.digits import Digits, digits_arrays
+
+    x, y = digits_arrays("train")
+    test = Digits().load(100)
+    for method in ("standard", "fgsm-rs", "pgd", "trades"):
+        record = train(TrainConfig(arch="small-cnn", dataset="digits", out=str(tmp_path / f"{method}.pt"),
+                                   method=method, eps=0.1, epochs=3, pgd_steps=3), x, y, test.x, test.y, progress=False)
+        assert record["test_clean"] > 0.3, (method, record["test_clean"])  # chance is 0.1
+        assert (tmp_path / f"{method}.json").exists()
+
+
+def test_preact_resnet18_arch_builds_for_the_trainer():
+    from plugins.models.archs import ARCHS
+
+    model = ARCHS["preact-resnet18"](10, 3)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_imagenet_folder_in_robustbench_order(tmp_path, cifar):
+    """A small ImageFolder of real photos (CIFAR JPEGs, upscaled) named as RobustBench's first five list entries."""
+    from PIL import Image
+
+    from plugins.datasets.imagenet import ImageNet, robustbench_helper
+
+    first = robustbench_helper("imagenet_test_image_ids.txt").read_text().split()[:5]
+    for i, relative in enumerate(first):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        array = (cifar.x[i].permute(1, 2, 0).numpy() * 255).astype("uint8")
+        Image.fromarray(array).resize((300, 240)).save(path, format="JPEG")
+    data = ImageNet(root=str(tmp_path)).load(5)
+    assert data.x.shape == (5, 3, 224, 224) and data.num_classes == 1000 and data.domain == "imagenet"
+    import json
+
+    ids = json.loads(robustbench_helper("imagenet_class_to_id_map.json").read_text())
+    assert data.y.tolist() == [ids[r.split("/")[0]] for r in first]
+    with pytest.raises(DataError, match=r"imagenet: .* not found \(from RobustBench's subset list\)"):
+        ImageNet(root=str(tmp_path)).load(6)
+    with pytest.raises(DataError, match=r"imagenet: .*nowhere is not a folder"):
+        ImageNet(root=str(tmp_path / "nowhere")).load(1)

@@ -12,6 +12,7 @@ def harness_datasets() -> list[PluginSpec]:
     from plugins.datasets.cifar_pickle import Cifar10, Cifar100
     from plugins.datasets.digits import Digits
     from plugins.datasets.idx import MNIST, FashionMNIST
+    from plugins.datasets.imagenet import ImageNet
 
     return [
         spec_from_dataclass(Digits, name="digits", kind=Kind.DATASET),
@@ -20,4 +21,5 @@ def harness_datasets() -> list[PluginSpec]:
         spec_from_dataclass(Cifar100, name="cifar100", kind=Kind.DATASET),
         spec_from_dataclass(FashionMNIST, name="fashion-mnist", kind=Kind.DATASET),
         spec_from_dataclass(MNIST, name="mnist", kind=Kind.DATASET),
+        spec_from_dataclass(ImageNet, name="imagenet", kind=Kind.DATASET),
     ]

@@ -43,4 +43,17 @@ def small_cnn(num_classes: int, in_channels: int) -> nn.Module:
     return Normalized(SmallCNN(in_channels, num_classes), (0.5,) * in_channels, (0.5,) * in_channels)
 
 
-ARCHS: dict[str, Callable[[int, int], nn.Module]] = {"small-cnn": small_cnn}
+def preact_resnet18(num_classes: int, in_channels: int) -> nn.Module:
+    """PreActResNet-18 as in RobustBench's Wong2020Fast (CIFAR normalisation inside)."""
+    from harness.compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo.architectures.resnet import PreActBlock, PreActResNet
+
+    if in_channels != 3:
+        raise ValueError("preact-resnet18 takes 3-channel images")
+    net = PreActResNet(PreActBlock, [2, 2, 2, 2], num_classes=num_classes)
+    return Normalized(net, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
+
+
+ARCHS: dict[str, Callable[[int, int], nn.Module]] = {"small-cnn": small_cnn, "preact-resnet18": preact_resnet18}
