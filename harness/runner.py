@@ -196,6 +196,8 @@ class Runner:
             _sync(self.device)
             attack_s = (time.perf_counter() - t0) / len(x)
             check_model_untouched(unit.attack.label, before, model)
+            for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
+                p.grad = None
             x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
             check_attack_output(unit.attack.label, x_adv, x, self.threat)
             linf, l2 = distance(x_adv, x, Norm.LINF).tolist(), distance(x_adv, x, Norm.L2).tolist()

@@ -46,7 +46,7 @@ BAD = [
     # (what is wrong, how to break GOOD, expected key, expected message fragment)
     ("syntax", lambda t: t + "\nthis is not toml", "(syntax)", "not valid TOML"),
     ("unknown top-level key", lambda t: t.replace("n_examples", "n_exmples"), "n_exmples", "did you mean 'n_examples'"),
-    ("missing dataset", lambda t: t.replace('dataset = "digits"\n', "", 1), "dataset", "missing. Allowed: cifar10-jpeg, digits"),
+    ("missing dataset", lambda t: t.replace('dataset = "digits"\n', "", 1), "dataset", "missing. Allowed: cifar10, cifar10-jpeg, cifar100, digits, fashion-mnist, imagenet, mnist"),
     ("unknown dataset", lambda t: t.replace('dataset = "digits"', 'dataset = "digit"', 1), "dataset.plugin",
      "unknown dataset plugin 'digit'; did you mean 'digits'"),
     ("n_examples not positive", lambda t: t.replace("n_examples = 10", "n_examples = 0"), "n_examples",
@@ -74,7 +74,7 @@ BAD = [
      "plugin 'checkpoint' needs this parameter"),
     ("duplicate labels", lambda t: t + '[[attacks]]\nplugin = "pgd"\n', "attacks[1].label", "two attacks share the label 'pgd'"),
     ("models missing", lambda t: t.split("[[models]]")[0] + '[[attacks]]\nplugin = "pgd"\n', "models",
-     "missing; list at least one model. Allowed: [[models]] tables naming one of: checkpoint"),
+     "missing; list at least one model. Allowed: [[models]] tables naming one of: autoattack-example, checkpoint, robustbench"),
     ("models empty", lambda t: "models = []\n" + t.split("[[models]]")[0], "models",
      "expected a non-empty list of model tables, got []"),
     ("repeats zero", lambda t: "repeats = 0\n" + t, "repeats", "expected an integer >= 1, got 0"),

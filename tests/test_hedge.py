@@ -59,6 +59,8 @@ def test_one_examples_result_does_not_depend_on_its_batch(cifar, cifar_robust):
 
 
 def test_hedge_leaves_the_model_untouched(digits, digits_robust):
+    for p in digits_robust.parameters():  # the fixture is shared; library attacks (FAB) call backward() on it
+        p.grad = None
     flags = [p.requires_grad for p in digits_robust.parameters()]
     Hedge(steps=3, eps_d=0.1).purify(digits_robust, digits.x[:10], generator=gen())
     assert not digits_robust.training
