@@ -16,6 +16,14 @@ from plugins.attacks.autoattack_bridge import Square
 from plugins.defenses.hedge import Hedge
 
 
+def ce_gradient(model: nn.Module, point: Tensor, y: Tensor) -> Tensor:
+    """∇ CE(f(point), y) with respect to the point: the BPDA step the defense-aware attacks take at hedged points."""
+    with torch.enable_grad():
+        point = point.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(cross_entropy(model(point), y).sum(), point)
+    return grad
+
+
 @dataclass(frozen=True)
 class ReverseHedge(Attack):
     r"""Reverse Hedge: sign-gradient *descent* on Σ_c CE(f(x), c), pulling f(x) towards uniform. No labels.
@@ -80,10 +88,7 @@ class HedgeAware(Attack):
         x_adv = threat.random_start(x, generator)
         for _ in range(self.steps):
             hedged = hedge.purify(model, x_adv, generator=generator)
-            with torch.enable_grad():
-                point = hedged.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(cross_entropy(model(point), y).sum(), point)
-            x_adv = threat.project(x_adv + self.step_size * grad.sign(), x)
+            x_adv = threat.project(x_adv + self.step_size * ce_gradient(model, hedged, y).sign(), x)
         return x_adv.detach()
 
     def passes(self, threat: ThreatModel) -> Passes:
@@ -121,10 +126,7 @@ class DAAWhite(Attack):
             hedged = x_adv
             for _ in range(self.inner):
                 hedged = ascend(model, x_adv, hedged, sum_ce, ball=inner_ball, steps=1, step_size=self.hedge_step_size)
-                with torch.enable_grad():
-                    point = hedged.detach().requires_grad_(True)
-                    (grad,) = torch.autograd.grad(cross_entropy(model(point), y).sum(), point)
-                accumulated += self.inner_step * grad.sign()
+                accumulated += self.inner_step * ce_gradient(model, hedged, y).sign()
             x_adv = threat.project(x_adv + accumulated, x)
         return x_adv.detach()
 
