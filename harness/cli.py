@@ -100,8 +100,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from harness.store import Store
 
-    from pathlib import Path
-
     if not Path(args.db).exists():
         raise LookupError(f"{args.db} does not exist; run a grid first: harness run --grid FILE")
     _print_summary(Store(args.db), args.run)
