@@ -1,4 +1,4 @@
-"""The ``harness`` command: plugins, run, show."""
+"""The ``harness`` command: plugins, run, show, report, train."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(grid.db)
     run_id = run_grid(grid, registry, store=store, progress=not args.quiet)
     _print_summary(store, run_id)
-    print(f"results in {grid.db}")
+    print(f"results in {grid.db}; tables and figures: harness report --db {grid.db} --out DIR")
     return 0
 
 
@@ -106,6 +106,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.render import FORMATS, write_report
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise HarnessError(f"--format {args.format!r}: unknown format(s) {', '.join(unknown) or '(none given)'}; "
+                           f"choose from {', '.join(FORMATS)}, comma-separated")
+    if not Path(args.db).exists():
+        raise LookupError(f"{args.db} does not exist; run a grid first: harness run --grid FILE")
+    for path in write_report(args.db, args.out, formats, args.run):
+        print(path)
+    return 0
+
+
 def _print_summary(store, run_id) -> None:
     from harness.summary import warnings_for, wide_table
 
@@ -151,6 +166,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("report", help="render the paper's tables and figures (HTML, LaTeX, markdown) from a database")
+    p.add_argument("--db", required=True, help="the results database a grid wrote")
+    p.add_argument("--out", required=True, help="folder for report.html, report.md, *.tex and figures/")
+    p.add_argument("--format", default="html,latex,markdown", help="comma-separated: html, latex, markdown")
+    p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
+    p.set_defaults(func=cmd_report)
     return top
 
 

@@ -34,12 +34,16 @@ class Entry:
     plugin: str
     label: str
     params: tuple[tuple[str, Any], ...] = ()
+    eps: float | None = None    # attacks only: a radius of their own (ε sweeps); None = the grid's
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
 
     def as_json(self) -> dict[str, Any]:
-        return {"plugin": self.plugin, "label": self.label, "params": dict(self.params)}
+        out = {"plugin": self.plugin, "label": self.label, "params": dict(self.params)}
+        if self.eps is not None:  # only when set, so grids without it keep their run ids
+            out["eps"] = self.eps
+        return out
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class GridConfig:
             "defenses": [d.as_json() for d in self.defenses], "repeats": self.repeats, "seed": self.seed,
             "batch_size": self.batch_size, "votes": self.votes, "save_examples": self.save_examples,
         }
+
+    def threat_for(self, attack: Entry) -> ThreatModel:
+        """The threat model an attack entry is generated and checked under."""
+        return self.threat if attack.eps is None else ThreatModel(self.threat.norm, attack.eps)
 
     @property
     def run_id(self) -> str:
@@ -149,8 +157,14 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> Ent
     label = raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name)
     if not isinstance(label, str) or not label:
         raise ConfigError(file, f"{key}.label", f"expected a non-empty string, got {label!r}")
-    params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label")}, file, key)
-    return Entry(plugin=name, label=label, params=params)
+    eps = None
+    if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
+        eps = parse_number(raw["eps"], file, f"{key}.eps")
+        if eps < 0:
+            raise ConfigError(file, f"{key}.eps", f"must be >= 0, got {eps}", "a number >= 0, e.g. \"4/255\"")
+    params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label", "eps") or
+                            (k == "eps" and kind is not Kind.ATTACK)}, file, key)
+    return Entry(plugin=name, label=label, params=params, eps=eps)
 
 
 def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tuple[tuple[str, Any], ...]:

@@ -45,6 +45,8 @@ class Attack:
 
     target: Literal["model", "defended"] = param(
         "model", "attack the bare model (transfer, the paper's protocol) or the model wrapped in each defense (adaptive)")
+    # what the attack may use of the model; reports warn when a black-box attack beats every white-box one
+    access: ClassVar[Literal["white-box", "black-box", "none"]] = "white-box"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor | AttackOutput:

@@ -62,7 +62,7 @@ def plan(grid: GridConfig, registry: Registry) -> list[Unit]:
 def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
     """Forward/backward passes of the whole unit: the attack once, then each defense's prediction."""
     attack: Attack = build(registry, unit.attack, Kind.ATTACK)
-    total = attack.passes(grid.threat)
+    total = attack.passes(grid.threat_for(unit.attack))
     if unit.adaptive:  # the attack runs through the defense at every step
         defense_cost = attack.defense_in_attack(build(registry, unit.defenses[0], Kind.DEFENSE)).passes()
         total = Passes(total.forward * (1 + defense_cost.forward), total.backward * (1 + defense_cost.forward))

@@ -6,6 +6,7 @@ every defense is evaluated on those same examples. Rows are committed batch by b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -30,6 +31,7 @@ from harness.seeding import generator_for
 from harness.specs import Kind
 from harness.store import Store
 from harness.threat import Norm, distance
+from plugins.attacks.clean import CLEAN
 
 log = logging.getLogger("harness")
 _VERSIONED = ("robustness-harness", "torch", "torchvision", "numpy", "torchattacks", "pyautoattack", "robustbench",
@@ -69,7 +71,21 @@ def check_model(grid: GridConfig, index: int, loaded: LoadedModel, data: Labelle
                           f"(2, {data.num_classes})")
 
 
-def _run_facts(grid: GridConfig, device: torch.device) -> dict[str, Any]:
+def _plugin_facts(grid: GridConfig, registry: Registry) -> dict[str, list[dict[str, Any]]]:
+    """Every entry with its parameters resolved (defaults included), so reports need only the database."""
+    def resolved(entry, kind: Kind) -> dict[str, Any]:
+        obj = build(registry, entry, kind)
+        params = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+        return {"label": entry.label, "plugin": entry.plugin, "params": json.loads(json.dumps(params, default=str)),
+                **({"access": obj.access, "adaptive": obj.target == "defended",
+                    "eps": grid.threat_for(entry).eps} if kind is Kind.ATTACK else {}),
+                **({"randomized": bool(obj.randomized)} if kind is Kind.DEFENSE else {})}
+    return {"attacks": [resolved(a, Kind.ATTACK) for a in grid.attacks],
+            "defenses": [resolved(d, Kind.DEFENSE) for d in grid.defenses],
+            "models": [{"label": m.label, "plugin": m.plugin, "params": dict(m.params)} for m in grid.models]}
+
+
+def _run_facts(grid: GridConfig, device: torch.device, registry: Registry, data: LabelledData) -> dict[str, Any]:
     versions = {}
     for name in _VERSIONED:
         try:
@@ -89,7 +105,18 @@ def _run_facts(grid: GridConfig, device: torch.device) -> dict[str, Any]:
         "n_examples": grid.n_examples, "norm": grid.threat.norm.value, "eps": grid.threat.eps,
         "repeats": grid.repeats, "git_commit": commit, "versions": json.dumps(versions), "device": device_name,
         "started": time.time(), "ended": None,
+        "plugins": json.dumps(_plugin_facts(grid, registry)), "classes": json.dumps(list(data.classes)),
+        "dataset_display": data.display_name,
     }
+
+
+def input_gradient_norm(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """‖∇ₓ CE(f(x), y)‖₁ per example. Zero means gradient attacks have nothing to follow (masking)."""
+    with torch.enable_grad():
+        point = x.detach().clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(point), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, point)
+    return grad.flatten(1).abs().sum(1)
 
 
 @dataclass
@@ -121,7 +148,6 @@ class Runner:
         self.grid, self.registry, self.progress = grid, registry, progress
         self.store = store or Store(grid.db)
         self.device = resolve_device(grid.device)
-        self.threat = grid.threat
 
     def _examples(self, unit: Unit, defense_label: str, defense: Defense, model: torch.nn.Module,
                    x: Tensor, y: Tensor, x_adv: Tensor, start: int, pred: Tensor) -> list[dict[str, Any]]:
@@ -157,7 +183,7 @@ class Runner:
         for index in range(len(grid.models)):  # every model is checked before any work starts
             check_model(grid, index, self.load_model(index), data)
         units = plan(grid, self.registry)
-        self.store.start_run(_run_facts(grid, self.device))
+        self.store.start_run(_run_facts(grid, self.device, self.registry, data))
         for unit in units:
             self.store.register_unit(grid.run_id, unit.key, {
                 "model": unit.model.label, "attack": unit.attack.label, "repeat": unit.repeat,
@@ -178,6 +204,8 @@ class Runner:
         grid, model = self.grid, loaded.module
         attack = build(self.registry, unit.attack, Kind.ATTACK)
         defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
+        threat = grid.threat_for(unit.attack)
+        record_gradient = unit.attack.plugin == CLEAN  # once per (model, repeat): for the zero-gradient check
         state = self.store.unit_state(grid.run_id, unit.key)
         n, started = grid.n_examples, time.perf_counter()
         bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not self.progress,
@@ -191,7 +219,7 @@ class Runner:
                 target = Defended(model, defenses[0][1], gen)
             before = model_state(model)
             t0 = time.perf_counter()
-            out = attack(target, x, y, self.threat, generator=generator_for(grid.seed, unit.key, start, "attack",
+            out = attack(target, x, y, threat, generator=generator_for(grid.seed, unit.key, start, "attack",
                                                                             device=self.device))
             _sync(self.device)
             attack_s = (time.perf_counter() - t0) / len(x)
@@ -199,8 +227,9 @@ class Runner:
             for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
                 p.grad = None
             x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
-            check_attack_output(unit.attack.label, x_adv, x, self.threat)
+            check_attack_output(unit.attack.label, x_adv, x, threat)
             linf, l2 = distance(x_adv, x, Norm.LINF).tolist(), distance(x_adv, x, Norm.L2).tolist()
+            grad_norm = input_gradient_norm(model, x, y).tolist() if record_gradient else [None] * len(x)
             rows, examples = [], []
             for entry, defense in defenses:
                 before = model_state(model)
@@ -217,7 +246,7 @@ class Runner:
                         "idx": start + i, "adaptive": int(unit.adaptive), "label": int(y[i]),
                         "pred": int(preds.pred[i]), "correct": int(correct[i]), "vote_frac": float(preds.vote_frac[i]),
                         "attack_s": attack_s, "defense_s": preds.seconds / len(x), "linf": linf[i], "l2": l2[i],
-                        "queries": None if queries is None else int(queries[i]),
+                        "queries": None if queries is None else int(queries[i]), "grad_norm": grad_norm[i],
                     })
                 if start < grid.save_examples:
                     examples += self._examples(unit, entry.label, defense, model, x, y, x_adv, start, preds.pred)

@@ -7,6 +7,7 @@ any moment (SIGKILL included) loses no committed batch and never leaves half of 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,12 @@ class UnitState:
 
 
 class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, readonly: bool = False):
         self.path = path
+        if readonly:  # reports only read: never change a database someone handed us
+            conn = sqlite3.connect(f"file:{Path(path).expanduser().resolve()}?mode=ro", uri=True)
+            self.db = sqlite_utils.Database(conn)
+            return
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite_utils.Database(Path(path).expanduser())
         self.db.enable_wal()
@@ -38,7 +43,8 @@ class Store:
                 "run_id": str, "config_path": str, "config_text": str, "config_hash": str, "identity": str,
                 "attacks": str, "defenses": str, "models": str, "dataset": str, "n_examples": int,
                 "norm": str, "eps": float, "repeats": int, "git_commit": str, "versions": str, "device": str,
-                "started": float, "ended": float,
+                "started": float, "ended": float, "plugins": str, "classes": str, "dataset_display": str,
+                "precision": str,
             }, pk="run_id")
         if "units" not in self.db.table_names():
             self.db["units"].create({
@@ -50,6 +56,7 @@ class Store:
                 "run_id": str, "unit_key": str, "model": str, "attack": str, "defense": str, "repeat": int,
                 "idx": int, "adaptive": int, "label": int, "pred": int, "correct": int, "vote_frac": float,
                 "attack_s": float, "defense_s": float, "linf": float, "l2": float, "queries": int,
+                "grad_norm": float,
             }, pk=RESULT_KEY)
             self.db["results"].create_index(["run_id", "model", "defense", "repeat"])
         if "examples" not in self.db.table_names():  # a few images per unit, for the reports' Figure 2c
@@ -65,12 +72,14 @@ class Store:
         previous = next(iter(existing), None)
         if previous is not None:  # a resumed run keeps its first start time
             run = {**run, "started": previous["started"]}
-        self.db["runs"].upsert(run, pk="run_id")
+        self.db["runs"].upsert(run, pk="run_id", alter=True)  # alter: databases written by older versions
 
     def end_run(self, run_id: str) -> None:
         self.db["runs"].update(run_id, {"ended": time.time()})
 
     def runs(self) -> list[dict[str, Any]]:
+        if "runs" not in self.db.table_names():
+            return []
         return list(self.db["runs"].rows_where(order_by="started"))
 
     def run(self, run_id: str | None = None) -> dict[str, Any]:
@@ -99,14 +108,14 @@ class Store:
                      seconds: float, examples: Iterable[dict[str, Any]] = ()) -> None:
         """The batch's rows (and saved example images) and the unit's progress, atomically."""
         with self.db.atomic():
-            self.db["results"].insert_all(rows, pk=RESULT_KEY, replace=True)
+            self.db["results"].insert_all(rows, pk=RESULT_KEY, replace=True, alter=True)
             self.db["examples"].insert_all(examples, pk=RESULT_KEY, replace=True)
             self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
                             "WHERE run_id = ? AND unit_key = ?",
                             [done, int(finished), seconds, time.time(), run_id, key])
 
     def units(self, run_id: str) -> pd.DataFrame:
-        return pd.DataFrame(list(self.db["units"].rows_where("run_id = ?", [run_id])))
+        return pd.DataFrame(list(self.db["units"].rows_where("run_id = ?", [run_id], order_by="rowid")))
 
     def results(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame(list(self.db["results"].rows_where("run_id = ?", [run_id], order_by="rowid")))

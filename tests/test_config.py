@@ -42,6 +42,16 @@ def test_good_grid_parses(tmp_path, registry):
     assert [d.label for d in grid.defenses] == ["none"]
 
 
+def test_an_attack_may_take_its_own_radius(tmp_path, registry):
+    plain = load_grid(write(tmp_path, GOOD), registry)
+    grid = load_grid(write(tmp_path, GOOD + 'eps = "4/255"\n'), registry)
+    assert grid.attacks[1].eps == pytest.approx(4 / 255)
+    assert grid.threat_for(grid.attacks[1]).eps == pytest.approx(4 / 255)
+    assert grid.threat_for(grid.attacks[0]).eps == pytest.approx(8 / 255)  # clean keeps the grid's
+    assert "eps" not in plain.attacks[1].as_json()  # grids without it keep their run ids
+    assert grid.run_id != plain.run_id
+
+
 BAD = [
     # (what is wrong, how to break GOOD, expected key, expected message fragment)
     ("syntax", lambda t: t + "\nthis is not toml", "(syntax)", "not valid TOML"),
@@ -79,6 +89,8 @@ BAD = [
      "expected a non-empty list of model tables, got []"),
     ("repeats zero", lambda t: "repeats = 0\n" + t, "repeats", "expected an integer >= 1, got 0"),
     ("batch size negative", lambda t: "batch_size = -4\n" + t, "batch_size", "expected an integer >= 1, got -4"),
+    ("attack eps negative", lambda t: t + "eps = -0.01\n", "attacks[0].eps", "must be >= 0, got -0.01"),
+    ("attack eps not a number", lambda t: t + 'eps = "half"\n', "attacks[0].eps", "expected a number, got 'half'"),
 ]
 
 

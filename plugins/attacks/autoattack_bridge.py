@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -161,6 +161,8 @@ class Square(Attack):
         plugin = "square"
         n_queries = 5000
     """
+
+    access: ClassVar[str] = "black-box"
 
     n_queries: int = param(5000, "query budget per example")
     p_init: float = param(0.8, "initial fraction of pixels per square")

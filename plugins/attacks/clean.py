@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,8 @@ CLEAN = "clean"
 @dataclass(frozen=True)
 class Clean(Attack):
     """No attack: returns the input unchanged (the Nat-Acc. column)."""
+
+    access: ClassVar[str] = "none"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -158,6 +159,8 @@ class DAABlack(Attack):
         [[attacks]]
         plugin = "daa-black"
     """
+
+    access: ClassVar[str] = "black-box"
 
     n_queries: int = param(5000, "Square's query budget per example")
     hedge_step_size: float = param(0.045, "the one Hedge step's size")

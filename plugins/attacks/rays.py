@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,8 @@ class RayS(Attack):
         plugin = "rays"
         n_queries = 10000
     """
+
+    access: ClassVar[str] = "black-box"
 
     n_queries: int = param(10000, "query budget per example")
 

@@ -16,6 +16,10 @@ from harness.threat import ThreatModel
 from plugins.attacks.seeded import isolated_rng, seed_from
 
 
+# torchattacks classes that use only the model's outputs (scores or labels), never its gradients
+_BLACK_BOX = frozenset({"Square", "Pixle", "OnePixel", "SPSA", "GN"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class TorchAttacks(Attack):
     r"""A bridge to torchattacks: ``{plugin = "torchattacks", name = "MIFGSM", steps = 10}``.
@@ -40,6 +44,10 @@ class TorchAttacks(Attack):
 
     name: str = param(help="torchattacks class name, e.g. PGD, MIFGSM")
     kwargs: dict = param(None, "keyword arguments of that class")
+
+    @property
+    def access(self) -> str:  # type: ignore[override]  # depends on the class named
+        return "black-box" if self.name in _BLACK_BOX else "white-box"
 
     def build(self, model: nn.Module, threat: ThreatModel):
         import torchattacks

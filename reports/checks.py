@@ -1,0 +1,112 @@
+"""Automatic checks on a run, in the spirit of AutoAttack's: signs that an evaluation overstates robustness.
+
+Each check reads only the database and returns plain sentences that name the model, defense or
+attack concerned and say what to do about it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pandas as pd
+
+from harness.store import Store
+from harness.summary import WORST, WORST_ADAPTIVE, WORST_TRANSFER, warnings_for
+from reports.stats import examples_needed, separated
+
+CLEAN = "clean"
+
+
+def black_box_beats_white_box(cells: pd.DataFrame, plugins: dict[str, list[dict]]) -> list[str]:
+    """A score- or label-only attack that does better than every gradient attack points at gradient masking."""
+    access = {a["label"]: a.get("access", "white-box") for a in plugins["attacks"] if not a.get("adaptive")}
+    white = [a for a, kind in access.items() if kind == "white-box"]
+    black = [a for a, kind in access.items() if kind == "black-box"]
+    if not white or not black:
+        return []
+    notes = []
+    for (model, defense), group in cells.groupby(["model", "defense"], sort=False):
+        acc = dict(zip(group.key, group["mean"]))
+        best_white = min((acc[a], a) for a in white if a in acc) if any(a in acc for a in white) else None
+        best_black = min((acc[a], a) for a in black if a in acc) if any(a in acc for a in black) else None
+        if best_white and best_black and best_black[0] < best_white[0]:
+            notes.append(f"{model} with defense {defense}: the black-box attack {best_black[1]} "
+                         f"({best_black[0]:.2f}%) beats every white-box attack (best: {best_white[1]}, "
+                         f"{best_white[0]:.2f}%). Gradients may be masked or obfuscated; the white-box numbers "
+                         "are not a reliable bound.")
+    return notes
+
+
+def randomized_without_adaptive(store: Store, run_id: str, plugins: dict[str, list[dict]]) -> list[str]:
+    """A defense whose predictions vary between draws or repeats, evaluated by transfer attacks only."""
+    adaptive_defenses = set(store.db.execute(
+        "SELECT DISTINCT defense FROM results WHERE run_id = ? AND adaptive = 1", [run_id]).fetchall())
+    adaptive_defenses = {d for (d,) in adaptive_defenses}
+    varying = {d for (d,) in store.db.execute(
+        "SELECT DISTINCT defense FROM results WHERE run_id = ? AND vote_frac < 1", [run_id]).fetchall()}
+    # clean inputs are the same in every repeat, so differing clean predictions mean randomness
+    varying |= {d for (d,) in store.db.execute(
+        "SELECT DISTINCT defense FROM results WHERE run_id = ? AND attack = ? GROUP BY model, defense, idx "
+        "HAVING COUNT(DISTINCT pred) > 1", [run_id, CLEAN]).fetchall()}
+    return [f"defense {d}: its predictions vary between draws or repeats, and no adaptive attack (with EOT) targets "
+            "it in this grid, so its robust accuracy is unverified. Add [[attacks]] plugin = \"adaptive\"."
+            for d in [e["label"] for e in plugins["defenses"]] if d in varying and d not in adaptive_defenses]
+
+
+def zero_gradients(store: Store, run_id: str) -> list[str]:
+    """Attack success on examples whose input gradient is exactly zero: the loss surface is flat there."""
+    rows = pd.read_sql_query(
+        "SELECT model, repeat, idx, MIN(grad_norm) AS grad_norm FROM results WHERE run_id = ? AND attack = ? "
+        "AND grad_norm IS NOT NULL GROUP BY model, repeat, idx", store.db.conn, params=[run_id, CLEAN]) \
+        if "grad_norm" in store.db["results"].columns_dict else pd.DataFrame()
+    if rows.empty:
+        return []
+    zero = rows[rows.grad_norm == 0]
+    notes = []
+    for model, group in zero.groupby("model", sort=False):
+        broken = store.db.execute(
+            "SELECT COUNT(DISTINCT r.repeat || ':' || r.idx) FROM results r JOIN results c ON c.run_id = r.run_id "
+            "AND c.model = r.model AND c.repeat = r.repeat AND c.idx = r.idx AND c.defense = r.defense "
+            "AND c.attack = ? WHERE r.run_id = ? AND r.model = ? AND r.attack != ? AND c.correct = 1 "
+            "AND r.correct = 0 AND c.grad_norm = 0", [CLEAN, run_id, model, CLEAN]).fetchone()[0]
+        if broken:
+            notes.append(f"{model}: {len(group)} example(s) have a zero input gradient at the clean point, and attacks "
+                         f"still succeed on {broken} of them. Gradient-based attacks have nothing to follow there "
+                         "(masking, e.g. saturated softmax); check with a black-box attack or a different loss.")
+    return notes
+
+
+def too_few_examples(cells: pd.DataFrame, names: dict[str, str]) -> list[str]:
+    """Pairs of defense rows whose worst cases cannot be told apart at 95 % with this many examples."""
+    from reports.content import COLUMN_NAMES
+
+    keys = set(cells.key)
+    column = next((k for k in (WORST_ADAPTIVE, WORST, WORST_TRANSFER) if k in keys), None)
+    if column is None:
+        return []
+    notes = []
+    for model, group in cells[cells.key == column].groupby("model", sort=False):
+        pairs, n_min = [], None
+        for a, b in itertools.combinations(group.itertuples(), 2):
+            p, q, n = a.mean / 100, b.mean / 100, int(min(a.n, b.n))
+            if p != q and not separated(p, q, n):
+                needed = examples_needed(p, q)
+                n_min = n
+                pairs.append(f"{names.get(a.defense, a.defense)} vs {names.get(b.defense, b.defense)} "
+                             f"({a.mean:.2f} vs {b.mean:.2f}; " + (f"about {needed:,} examples needed)" if needed
+                                                                    else "no feasible number separates them)"))
+        if pairs:
+            notes.append(f"{model}: on {n_min} examples the 95% intervals of {COLUMN_NAMES.get(column, column)} overlap "
+                         f"for {'; '.join(pairs)}. Differences this small are not evidence; use more examples.")
+    return notes
+
+
+def automatic_checks(store: Store, run: dict[str, Any], cells: pd.DataFrame, plugins: dict[str, list[dict]],
+                     names: dict[str, str]) -> list[str]:
+    rid = run["run_id"]
+    notes = [w.removeprefix("warning: ") for w in warnings_for(store, rid)]
+    if cells.empty:
+        return notes
+    return (notes + black_box_beats_white_box(cells, plugins) + randomized_without_adaptive(store, rid, plugins)
+            + zero_gradients(store, rid) + too_few_examples(cells, names))

@@ -1,0 +1,424 @@
+"""What a report shows, computed from the results database alone (no plugin, model or data needed).
+
+Everything here is plain data (dataclasses of numbers and strings), so the HTML, LaTeX and markdown
+templates only lay it out, and a report rendered a year later from the same database is the same.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from harness.analytics import flip_counts, reference_defense
+from harness.store import Store
+from harness.summary import WORST, WORST_ADAPTIVE, WORST_TRANSFER, worst_columns
+from reports.stats import wilson
+
+CLEAN = "clean"
+COLUMN_NAMES = {CLEAN: "Nat-Acc.", WORST: "Worst Case", WORST_TRANSFER: "Worst Case (transfer)",
+                WORST_ADAPTIVE: "Worst Case (adaptive)"}
+# the paper's names for built-in plugins, used where the grid kept the default label (the plugin's name)
+PAPER_NAMES = {"none": "−", "random": "Random", "hedge": "Hedge", "hedge-random-class": "Hedge (random class)",
+               "pgd": "PGD", "cw": "CW", "deepfool": "DeepFool", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T",
+               "fab-t": "FAB-T", "square": "Square", "rays": "RayS", "autoattack": "AutoAttack",
+               "adaptive": "Adaptive", "reverse-hedge": "Reverse Hedge", "hedge-aware": "Hedge-aware",
+               "daa-white": "DAA (white)", "daa-black": "DAA (black)"}
+CIFAR_JPEG_CAVEAT = ("The images are a JPEG re-encoding of the CIFAR-10 test set, not the original PNG-exact "
+                     "images: accuracies are close to, but not the same as, those on CIFAR-10.")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One accuracy: mean and standard deviation over repeats (in %), its 95 % Wilson interval, bold or not."""
+
+    mean: float
+    std: float
+    repeats: int
+    n: int               # examples per repeat that the accuracy is taken over
+    low: float
+    high: float
+    best: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    defense: str
+    cells: tuple[Cell | None, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    model: str
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """The paper's layout: rows grouped by model, one row per defense; one column per attack, then worst cases."""
+
+    columns: tuple[str, ...]        # display names
+    keys: tuple[str, ...]           # attack labels or worst-case keys, as stored
+    groups: tuple[Group, ...]
+
+
+@dataclass(frozen=True)
+class AdaptiveRow:
+    model: str
+    defense: str
+    transfer: Cell | None
+    adaptive: Cell | None
+
+    @property
+    def change(self) -> float | None:
+        return None if self.transfer is None or self.adaptive is None else self.adaptive.mean - self.transfer.mean
+
+
+@dataclass(frozen=True)
+class FlipRow:
+    model: str
+    attack: str
+    defense: str
+    ftot: float            # mean count over repeats
+    ttof: float
+    ftof: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A grid that varies one parameter: accuracy (and flips) per series against the swept value (Figure 3)."""
+
+    model: str
+    parameter: str                   # "eps_d", "steps" or "eps"
+    subject: str                     # what varies: "defense hedge" or "attack pgd"
+    values: tuple[float, ...]
+    labels: tuple[str, ...]          # the entry label at each value
+    accuracy: dict[str, tuple[float | None, ...]]   # series (attack or defense label) → accuracy per value
+    ftot: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
+    ttof: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """Accuracy over attack radius ε_a (rows) × defense radius ε_d (columns), where a grid varies both."""
+
+    model: str
+    attack: str
+    defense: str
+    eps_a: tuple[float, ...]
+    eps_d: tuple[float, ...]
+    accuracy: tuple[tuple[float | None, ...], ...]
+
+
+@dataclass(frozen=True)
+class Example:
+    model: str
+    attack: str
+    defense: str
+    idx: int
+    kind: str              # "FtoT" or "TtoF"
+    label: str
+    pred_adv: str
+    pred_defended: str
+    ssim_adv: float
+    ssim_defended: float
+    clean_png: bytes
+    adv_png: bytes
+    defended_png: bytes
+
+
+@dataclass(frozen=True)
+class UnitFact:
+    model: str
+    attack: str
+    defenses: str
+    repeat: int
+    done: int
+    total: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Facts:
+    run_id: str
+    config_path: str
+    config_text: str
+    dataset: str
+    dataset_caveat: str | None
+    n_examples: int
+    norm: str
+    eps: float
+    repeats: int
+    device: str
+    precision: str
+    git_commit: str
+    versions: dict[str, str]
+    started: float | None
+    ended: float | None
+    units: tuple[UnitFact, ...]
+
+    @property
+    def wall_seconds(self) -> float:
+        return sum(u.seconds for u in self.units)
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    facts: Facts | None
+    main: Table | None
+    std: Table | None
+    adaptive: tuple[AdaptiveRow, ...]
+    has_adaptive: bool
+    flips: tuple[FlipRow, ...]
+    sweeps: tuple[Sweep, ...]
+    heatmaps: tuple[HeatMap, ...]
+    examples: tuple[Example, ...]
+    warnings: tuple[str, ...]
+    missing: tuple[str, ...]       # what a partial or empty run lacks
+
+
+def display_names(plugins: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Label → the name tables print: the paper's name where the grid kept a built-in plugin's default label."""
+    names = {}
+    for kind in ("attacks", "defenses"):
+        for e in plugins[kind]:
+            names[e["label"]] = PAPER_NAMES.get(e["label"], e["label"]) if e["label"] == e["plugin"] else e["label"]
+    return names
+
+
+def empty_content(reason: str) -> ReportContent:
+    return ReportContent(None, None, None, (), False, (), (), (), (), (), (reason,))
+
+
+def _cell(mean: float, std: float, repeats: int, n: int) -> Cell:
+    low, high = wilson(mean / 100, n)
+    return Cell(mean=mean, std=std, repeats=repeats, n=n, low=low * 100, high=high * 100)
+
+
+def cell_frame(store: Store, run_id: str) -> pd.DataFrame:
+    """model, defense, key (attack label or worst-case key), mean, std (in %), repeats, n (examples per repeat)."""
+    frames = [store.accuracy(run_id).rename(columns={"attack": "key"})]
+    for key, attacks in worst_columns(store, run_id).items():
+        worst = store.worst_case(run_id, attacks)
+        if not worst.empty:
+            frames.append(worst.assign(key=key))
+    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
+        else pd.DataFrame(columns=["model", "defense", "key", "repeat", "acc", "n"])
+    if frame.empty:
+        return pd.DataFrame(columns=["model", "defense", "key", "mean", "std", "repeats", "n"])
+    grouped = frame.groupby(["model", "defense", "key"], sort=False)
+    out = pd.DataFrame({"mean": grouped["acc"].mean() * 100, "std": grouped["acc"].std(ddof=1).fillna(0.0) * 100,
+                        "repeats": grouped["acc"].count(), "n": grouped["n"].min()})
+    return out.reset_index()
+
+
+def _table(cells: pd.DataFrame, models: list[str], defenses: list[str], keys: list[str], names: dict[str, str], *,
+           std: bool) -> Table:
+    lookup = {(r.model, r.defense, r.key): r for r in cells.itertuples()}
+    groups = []
+    for model in models:
+        raw = [[lookup.get((model, d, k)) for k in keys] for d in defenses]
+        built: list[list[Cell | None]] = [[None if r is None else _cell(r.mean, r.std, int(r.repeats), int(r.n))
+                                           for r in row] for row in raw]
+        if not std:  # bold the best (highest, at the printed precision) of each column within the model's group
+            for j in range(len(keys)):
+                present = [round(row[j].mean, 2) for row in built if row[j] is not None]
+                if len(present) >= 2:
+                    top = max(present)
+                    for row in built:
+                        if row[j] is not None and round(row[j].mean, 2) == top:
+                            row[j] = Cell(**{**row[j].__dict__, "best": True})
+        groups.append(Group(model, tuple(Row(names.get(d, d), tuple(row)) for d, row in zip(defenses, built))))
+    return Table(tuple(COLUMN_NAMES.get(k, names.get(k, k)) for k in keys), tuple(keys), tuple(groups))
+
+
+def _units(store: Store, run_id: str) -> tuple[UnitFact, ...]:
+    units = store.units(run_id)
+    if units.empty:
+        return ()
+    return tuple(UnitFact(r.model, r.attack, ", ".join(json.loads(r.defenses)), int(r.repeat), int(r.done),
+                          int(r.total), float(r.seconds)) for r in units.itertuples())
+
+
+def _facts(store: Store, run: dict[str, Any]) -> Facts:
+    identity = json.loads(run["identity"])
+    display = run.get("dataset_display") or run["dataset"]
+    plugin = identity["dataset"]["plugin"]
+    return Facts(
+        run_id=run["run_id"], config_path=run["config_path"], config_text=run["config_text"], dataset=display,
+        dataset_caveat=CIFAR_JPEG_CAVEAT if plugin == "cifar10-jpeg" else None, n_examples=run["n_examples"],
+        norm=run["norm"], eps=run["eps"], repeats=run["repeats"], device=run["device"],
+        precision=run.get("precision") or "fp32", git_commit=run["git_commit"] or "(unknown)",
+        versions=json.loads(run["versions"] or "{}"), started=run["started"], ended=run["ended"],
+        units=_units(store, run["run_id"]))
+
+
+def plugin_facts(run: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Resolved plugin entries; databases written before they were recorded fall back to the grid's own values."""
+    if run.get("plugins"):
+        return json.loads(run["plugins"])
+    identity = json.loads(run["identity"])
+    return {kind: [{**e, "params": e.get("params", {})} for e in identity[kind]] for kind in ("attacks", "defenses", "models")}
+
+
+def _missing(store: Store, run: dict[str, Any], units: tuple[UnitFact, ...]) -> list[str]:
+    notes = []
+    if not units:
+        notes.append(f"run {run['run_id']} has no work units recorded: it stopped before any work started.")
+    for u in units:
+        if u.done < u.total:
+            notes.append(f"{u.model} × {u.attack} (repeat {u.repeat}, defenses {u.defenses}): "
+                         f"{u.done} of {u.total} examples done" + (" — not started" if u.done == 0 else ""))
+    if notes and units:
+        notes.append("Cells of unfinished units cover only the finished examples; worst cases count only examples "
+                     "evaluated under every attack. Resume with: harness run --grid " + run["config_path"])
+    return notes
+
+
+def _adaptive_rows(cells: pd.DataFrame, models: list[str], defenses: list[dict[str, Any]],
+                   names: dict[str, str]) -> tuple[AdaptiveRow, ...]:
+    lookup = {(r.model, r.defense, r.key): _cell(r.mean, r.std, int(r.repeats), int(r.n)) for r in cells.itertuples()}
+    return tuple(AdaptiveRow(m, names.get(d["label"], d["label"]), lookup.get((m, d["label"], WORST_TRANSFER)),
+                             lookup.get((m, d["label"], WORST_ADAPTIVE)))
+                 for m in models for d in defenses if d["plugin"] != "none")
+
+
+def _flips(store: Store, run_id: str, names: dict[str, str], order: list[str]) -> tuple[FlipRow, ...]:
+    counts = flip_counts(store, run_id)
+    if counts.empty:
+        return ()
+    rank = {label: i for i, label in enumerate(order)}  # grid order: models, then attacks, then defenses
+    counts = counts.sort_values(["model", "attack", "defense"], key=lambda col: col.map(rank), kind="stable")
+    counts = counts[counts.attack != CLEAN] if (counts.attack != CLEAN).any() else counts
+    mean = counts.groupby(["model", "attack", "defense"], sort=False)[["FtoT", "TtoF", "FtoF", "n"]].mean().reset_index()
+    return tuple(FlipRow(r.model, names.get(r.attack, r.attack), names.get(r.defense, r.defense), float(r.FtoT), float(r.TtoF), float(r.FtoF), int(r.n))
+                 for r in mean.itertuples())
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _varying(entries: list[dict[str, Any]], candidates: tuple[str, ...]) -> str | None:
+    """The one parameter among ``candidates`` that differs between entries that are otherwise equal."""
+    if len(entries) < 2:
+        return None
+    params = [e["params"] | ({"eps": e["eps"]} if "eps" in e else {}) for e in entries]
+    keys = set().union(*params)
+    differing = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
+    if len(differing) == 1 and differing[0] in candidates and all(_numeric(p.get(differing[0])) for p in params):
+        return differing[0]
+    return None
+
+
+def _families(entries: list[dict[str, Any]], parameter_names: tuple[str, ...]) -> list[tuple[str, str, list[dict]]]:
+    """Groups of entries of one plugin that differ in exactly one of ``parameter_names``."""
+    out = []
+    for plugin in dict.fromkeys(e["plugin"] for e in entries):
+        family = [e for e in entries if e["plugin"] == plugin]
+        parameter = _varying(family, parameter_names)
+        if parameter is not None:
+            out.append((plugin, parameter, family))
+    return out
+
+
+def _value(entry: dict[str, Any], parameter: str) -> float:
+    return float(entry["eps"] if parameter == "eps" else entry["params"][parameter])
+
+
+def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], plugins: dict[str, list[dict]],
+            worst_keys: list[str], names: dict[str, str]) -> tuple[list[Sweep], list[HeatMap]]:
+    acc = {(r.model, r.defense, r.key): float(r.mean) for r in cells.itertuples()}
+    n = (lambda label: names.get(label, label))
+    flip = {(f.model, f.attack, f.defense): f for f in flips}
+    attacks = [a for a in plugins["attacks"] if a["plugin"] != CLEAN]
+    defenses = plugins["defenses"]
+    sweeps, heatmaps = [], []
+    defense_families = _families([d for d in defenses if d["plugin"] != "none"], ("eps_d", "steps"))
+    attack_families = _families(attacks, ("eps",))
+    for model in models:
+        for plugin, parameter, family in defense_families:
+            family = sorted(family, key=lambda e: _value(e, parameter))
+            series = [a["label"] for a in plugins["attacks"]] + worst_keys
+            sweeps.append(Sweep(
+                model=model, parameter=parameter, subject=f"defense {plugin}",
+                values=tuple(_value(e, parameter) for e in family), labels=tuple(e["label"] for e in family),
+                accuracy={COLUMN_NAMES.get(s, n(s)): tuple(acc.get((model, e["label"], s)) for e in family) for s in series},
+                ftot={n(a["label"]): tuple(getattr(flip.get((model, n(a["label"]), n(e["label"]))), "ftot", None)
+                                           for e in family) for a in attacks},
+                ttof={n(a["label"]): tuple(getattr(flip.get((model, n(a["label"]), n(e["label"]))), "ttof", None)
+                                           for e in family) for a in attacks}))
+        for plugin, parameter, family in attack_families:
+            family = sorted(family, key=lambda e: _value(e, parameter))
+            sweeps.append(Sweep(
+                model=model, parameter=parameter, subject=f"attack {plugin}",
+                values=tuple(_value(e, parameter) for e in family), labels=tuple(e["label"] for e in family),
+                accuracy={n(d["label"]): tuple(acc.get((model, d["label"], e["label"])) for e in family) for d in defenses}))
+            for d_plugin, d_parameter, d_family in defense_families:
+                if d_parameter != "eps_d":
+                    continue
+                d_family = sorted(d_family, key=lambda e: _value(e, "eps_d"))
+                heatmaps.append(HeatMap(
+                    model=model, attack=plugin, defense=d_plugin,
+                    eps_a=tuple(_value(e, "eps") for e in family), eps_d=tuple(_value(e, "eps_d") for e in d_family),
+                    accuracy=tuple(tuple(acc.get((model, d["label"], a["label"])) for d in d_family) for a in family)))
+    return sweeps, heatmaps
+
+
+def _examples(store: Store, run_id: str, classes: list[str], reference: str | None, names: dict[str, str],
+              per_kind: int = 3) -> tuple[Example, ...]:
+    """A few FtoT and TtoF examples (Figure 2c): the defense changed the bare model's verdict on them."""
+    if "examples" not in store.db.table_names() or reference is None:
+        return ()
+    rows = list(store.db.query(
+        "SELECT e.* FROM examples e JOIN units u ON u.run_id = e.run_id AND u.unit_key = e.unit_key "
+        "WHERE e.run_id = ? AND e.defense != ? AND u.adaptive = 0 AND e.attack != ? "
+        "ORDER BY e.model, e.attack, e.defense, e.repeat, e.idx", [run_id, reference, CLEAN]))
+    name = (lambda c: classes[c] if 0 <= c < len(classes) else str(c))
+    chosen: dict[str, list[Example]] = {"FtoT": [], "TtoF": []}
+    seen: set[tuple[str, int]] = set()  # one image once: repeats and attacks often flip the same example
+    for r in rows:
+        kind = ("FtoT" if r["pred_adv"] != r["label"] and r["pred_defended"] == r["label"] else
+                "TtoF" if r["pred_adv"] == r["label"] and r["pred_defended"] != r["label"] else None)
+        if kind is None or len(chosen[kind]) >= per_kind or (r["model"], r["idx"]) in seen:
+            continue
+        seen.add((r["model"], r["idx"]))
+        chosen[kind].append(Example(r["model"], names.get(r["attack"], r["attack"]), names.get(r["defense"], r["defense"]), r["idx"], kind, name(r["label"]),
+                                    name(r["pred_adv"]), name(r["pred_defended"]), r["ssim_adv"], r["ssim_defended"],
+                                    r["clean_png"], r["adv_png"], r["defended_png"]))
+    return tuple(chosen["FtoT"] + chosen["TtoF"])
+
+
+def build_content(store: Store, run_id: str | None = None) -> ReportContent:
+    """Everything a report shows, for one run (the latest when ``run_id`` is None)."""
+    from reports.checks import automatic_checks
+
+    if not store.runs():
+        return empty_content(f"{store.path} holds no runs yet: run a grid first (harness run --grid FILE).")
+    run = store.run(run_id)
+    rid = run["run_id"]
+    facts = _facts(store, run)
+    models, defenses = json.loads(run["models"]), json.loads(run["defenses"])
+    attacks = json.loads(run["attacks"])
+    worst = list(worst_columns(store, rid))
+    keys = [CLEAN] + [a for a in attacks if a != CLEAN] + worst
+    cells = cell_frame(store, rid)
+    missing = _missing(store, run, facts.units)
+    if cells.empty:
+        missing.append("no results are stored for this run yet, so there is nothing to tabulate.")
+    plugins = plugin_facts(run)
+    names = display_names(plugins)
+    flips = _flips(store, rid, names, models + attacks + defenses)
+    sweeps, heatmaps = _sweeps(cells, flips, models, plugins, worst, names)
+    has_adaptive = WORST_ADAPTIVE in worst
+    return ReportContent(
+        facts=facts,
+        main=None if cells.empty else _table(cells, models, defenses, keys, names, std=False),
+        std=None if cells.empty else _table(cells, models, defenses, keys, names, std=True),
+        adaptive=_adaptive_rows(cells, models, plugins["defenses"], names) if has_adaptive else (),
+        has_adaptive=has_adaptive, flips=flips, sweeps=tuple(sweeps), heatmaps=tuple(heatmaps),
+        examples=_examples(store, rid, json.loads(run.get("classes") or "[]"), reference_defense(store, rid), names),
+        warnings=tuple(automatic_checks(store, run, cells, plugins, names)), missing=tuple(missing))

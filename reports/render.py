@@ -1,0 +1,112 @@
+"""Render a report (HTML, LaTeX, markdown) from the database with the jinja2 templates in reports/templates.
+
+HTML autoescapes everything (names come from users' config files); LaTeX gets its own escape filter
+and delimiters that do not clash with TeX's braces.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+from typing import Iterable
+
+import jinja2
+
+from reports.content import Cell, ReportContent, build_content, empty_content
+from reports.figures import radius_text, render_figures
+from harness.store import Store
+
+TEMPLATES = Path(__file__).parent / "templates"
+FORMATS = ("html", "latex", "markdown")
+LATEX_FILES = ("main", "std", "adaptive", "flips", "facts", "figures")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  # pdflatex's utf8 input knows none of these
+                  "−": "--", "–": "--", "—": "---", "ε": r"$\varepsilon$", "×": r"$\times$", "±": r"$\pm$",
+                  "→": r"$\to$", "…": r"\dots{}"}
+
+
+def latex_escape(value: object) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(value))
+
+
+def markdown_escape(value: object) -> str:
+    """Pipes would split a table cell; asterisks and underscores would turn into emphasis."""
+    return "".join("\\" + ch if ch in "|*_`[]<>" else ch for ch in str(value))
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def interval(cell: Cell | None) -> str:
+    return "" if cell is None else f"{cell.low:.1f}–{cell.high:.1f}"
+
+
+def timestamp(seconds: float | None) -> str:
+    if seconds is None:
+        return "(not finished)"
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _environment(latex: bool, autoescape: bool) -> jinja2.Environment:
+    options = dict(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, undefined=jinja2.StrictUndefined,
+                   keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    if latex:  # TeX uses { } and % everywhere; give jinja other delimiters
+        options.update(block_start_string="<%", block_end_string="%>", variable_start_string="<<",
+                       variable_end_string=">>", comment_start_string="<#", comment_end_string="#>")
+    env = jinja2.Environment(**options)
+    env.filters.update(tex=latex_escape, md=markdown_escape, num=number, interval=interval, timestamp=timestamp,
+                       eps=radius_text, b64=lambda data: base64.b64encode(data).decode("ascii"))
+    return env
+
+
+def render_html(content: ReportContent, figures: list, out: Path) -> Path:
+    env = _environment(latex=False, autoescape=True)
+    svgs = {f.name: jinja2.utils.markupsafe.Markup(f.svg) for f in figures}  # our own matplotlib output: trusted
+    path = out / "report.html"
+    path.write_text(env.get_template("report.html.j2").render(c=content, figures=figures, svgs=svgs), encoding="utf-8")
+    return path
+
+
+def render_markdown(content: ReportContent, figures: list, out: Path) -> Path:
+    path = out / "report.md"
+    path.write_text(_environment(latex=False, autoescape=False).get_template("report.md.j2")
+                    .render(c=content, figures=figures), encoding="utf-8")
+    return path
+
+
+def render_latex(content: ReportContent, figures: list, out: Path) -> list[Path]:
+    env = _environment(latex=True, autoescape=False)
+    paths = []
+    for name in LATEX_FILES:
+        path = out / f"{name}.tex"
+        path.write_text(env.get_template(f"{name}.tex.j2").render(c=content, figures=figures), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def write_report(db: str | Path, out: str | Path, formats: Iterable[str] = FORMATS,
+                 run_id: str | None = None) -> list[Path]:
+    """Render the report of one run (the latest by default) into ``out``; returns the files written."""
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format(s) {', '.join(map(repr, unknown))}; choose from {', '.join(FORMATS)}")
+    if not Path(db).expanduser().exists():
+        raise FileNotFoundError(f"{db}: no such results database; pass the db a grid wrote to "
+                                "(harness run --grid FILE prints it)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    content = build_content(Store(str(db), readonly=True), run_id) if Path(db).stat().st_size \
+        else empty_content(f"{db} is empty: no run has written to it yet.")
+    figures = render_figures(content, out / "figures")
+    written: list[Path] = []
+    if "html" in formats:
+        written.append(render_html(content, figures, out))
+    if "markdown" in formats:
+        written.append(render_markdown(content, figures, out))
+    if "latex" in formats:
+        written += render_latex(content, figures, out)
+    return written
