@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from harness.errors import ConfigError, PluginError
+from harness.precision import Compute, Precision
 from harness.registry import Registry, suggest
 from harness.specs import Kind, PluginSpec
 from harness.threat import Norm, ThreatModel
 
 TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
-            "batch_size", "device", "db", "votes", "save_examples")
+            "batch_size", "device", "db", "votes", "save_examples", "precision", "channels_last", "compile")
 DEVICES = ("cpu", "cuda", "auto")
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -62,6 +63,7 @@ class GridConfig:
     db: str
     votes: int
     save_examples: int = 8
+    compute: Compute = Compute()
     text: str = field(default="", compare=False)
 
     def identity(self) -> dict[str, Any]:
@@ -72,6 +74,8 @@ class GridConfig:
             "models": [m.as_json() for m in self.models], "attacks": [a.as_json() for a in self.attacks],
             "defenses": [d.as_json() for d in self.defenses], "repeats": self.repeats, "seed": self.seed,
             "batch_size": self.batch_size, "votes": self.votes, "save_examples": self.save_examples,
+            # only when set, so fp32 grids keep the run ids they had before precision existed
+            **({} if self.compute.is_default else {"compute": self.compute.as_json()}),
         }
 
     def threat_for(self, attack: Entry) -> ThreatModel:
@@ -228,6 +232,21 @@ def _device(raw: dict, file: str) -> str:
     return device
 
 
+def _compute(raw: dict, file: str) -> Compute:
+    precision = raw.get("precision", "fp32")
+    allowed = [p.value for p in Precision]
+    if precision not in allowed:
+        raise ConfigError(file, "precision", f"{precision!r} is not a precision{suggest(str(precision), allowed)}",
+                          ", ".join(allowed))
+    flags = {}
+    for key in ("channels_last", "compile"):
+        value = raw.get(key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected true or false, got {value!r}", "true, false")
+        flags[key] = value
+    return Compute(Precision(precision), **flags)
+
+
 def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None,
               n_override: int | None = None) -> GridConfig:
     from plugins.attacks.clean import CLEAN
@@ -270,5 +289,6 @@ def load_grid(path: str | Path, registry: Registry, *, db_override: str | None =
         defenses=_entries(raw, "defenses", Kind.DEFENSE, registry, file, default=[{"plugin": "none"}]),
         repeats=_int(raw, "repeats", 1, file, 1), seed=_int(raw, "seed", 0, file, 0),
         batch_size=_int(raw, "batch_size", 128, file, 1), device=_device(raw, file), db=db,
-        votes=_int(raw, "votes", 5, file, 1), save_examples=_int(raw, "save_examples", 8, file, 0), text=text,
+        votes=_int(raw, "votes", 5, file, 1), save_examples=_int(raw, "save_examples", 8, file, 0),
+        compute=_compute(raw, file), text=text,
     )

@@ -42,6 +42,7 @@ def _key(grid: GridConfig, model: Entry, attack: Entry, defenses: tuple[Entry, .
         "dataset": grid.dataset.as_json(), "n": grid.n_examples, "norm": grid.threat.norm.value, "eps": grid.threat.eps,
         "model": model.as_json(), "attack": attack.as_json(), "defenses": [d.as_json() for d in defenses],
         "repeat": repeat, "seed": grid.seed, "batch_size": grid.batch_size, "votes": grid.votes,
+        **({} if grid.compute.is_default else {"compute": grid.compute.as_json()}),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -106,7 +106,7 @@ def _run_facts(grid: GridConfig, device: torch.device, registry: Registry, data:
         "repeats": grid.repeats, "git_commit": commit, "versions": json.dumps(versions), "device": device_name,
         "started": time.time(), "ended": None,
         "plugins": json.dumps(_plugin_facts(grid, registry)), "classes": json.dumps(list(data.classes)),
-        "dataset_display": data.display_name,
+        "dataset_display": data.display_name, "precision": grid.compute.describe(),
     }
 
 
@@ -174,12 +174,13 @@ class Runner:
     def load_model(self, index: int) -> LoadedModel:
         loaded = build(self.registry, self.grid.models[index], Kind.MODEL).load(self.device)
         loaded.module.eval()  # the harness sets eval mode once; plugins must not change it
-        return loaded
+        return LoadedModel(self.grid.compute.prepare_model(loaded.module), loaded.dataset, loaded.num_classes)
 
     def run(self) -> str:
         grid = self.grid
         data = self.load_data()
-        data = LabelledData(data.x.to(self.device), data.y.to(self.device), data.classes, data.domain, data.display_name)
+        x = grid.compute.prepare_inputs(data.x.to(self.device))  # kept on the device for the whole run
+        data = LabelledData(x, data.y.to(self.device), data.classes, data.domain, data.display_name)
         for index in range(len(grid.models)):  # every model is checked before any work starts
             check_model(grid, index, self.load_model(index), data)
         units = plan(grid, self.registry)
@@ -196,7 +197,8 @@ class Runner:
             index = grid.models.index(unit.model)
             if index != loaded_index:
                 loaded_index, loaded = index, self.load_model(index)
-            self.run_unit(unit, loaded, data)
+            with grid.compute.context(self.device):
+                self.run_unit(unit, loaded, data)
         self.store.end_run(grid.run_id)
         return grid.run_id
 

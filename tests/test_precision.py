@@ -1,0 +1,98 @@
+"""The grid's `precision`, `channels_last` and `compile` settings: parsed, applied, recorded, and close to fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import digits_grid
+from harness.config import load_grid
+from harness.errors import ConfigError
+from harness.precision import Compute, Precision
+from harness.runner import run_grid
+from harness.store import Store
+
+ATTACKS = """
+[[attacks]]
+plugin = "pgd"
+steps = 10
+step_size = 0.025
+[[attacks]]
+plugin = "cw"
+steps = 10
+step_size = 0.025
+"""
+DEFENSES = """
+[[defenses]]
+plugin = "none"
+[[defenses]]
+plugin = "hedge"
+eps_d = 0.1
+steps = 4
+step_size = 0.025
+"""
+
+
+def test_precision_settings_parse_and_enter_the_run_identity(tmp_path, registry):
+    plain = load_grid(digits_grid(tmp_path, attacks=ATTACKS), registry)
+    assert plain.compute == Compute() and "compute" not in plain.identity()  # old fp32 run ids stay valid
+    bf16 = load_grid(digits_grid(tmp_path, attacks=ATTACKS, extra='precision = "bf16"\nchannels_last = true'), registry)
+    assert bf16.compute == Compute(Precision.BF16, channels_last=True)
+    assert bf16.run_id != plain.run_id
+    assert bf16.compute.describe() == "bf16+channels_last"
+
+
+@pytest.mark.parametrize("extra,key,fragment", [
+    ('precision = "fp16"', "precision", "'fp16' is not a precision; did you mean 'bf16', 'fp32'? Allowed: fp32, tf32, bf16"),
+    ('channels_last = "yes"', "channels_last", "expected true or false"),
+    ("compile = 1", "compile", "expected true or false"),
+])
+def test_bad_precision_settings_are_named(tmp_path, registry, extra, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_grid(digits_grid(tmp_path, extra=extra), registry)
+    assert f"key '{key}'" in str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_context_switches_tf32_for_its_duration_only_and_autocasts_bf16(digits_robust, digits):
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with Compute(Precision.TF32).context(torch.device("cpu")):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    with Compute(Precision.FP32).context(torch.device("cpu")):
+        assert not torch.backends.cudnn.allow_tf32  # strict fp32: cuDNN's TF32 default is switched off
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with Compute(Precision.BF16).context(torch.device("cpu")):
+        assert digits_robust(digits.x[:4]).dtype == torch.bfloat16
+    assert digits_robust(digits.x[:4]).dtype == torch.float32
+
+
+def test_bf16_channels_last_run_is_recorded_and_close_to_fp32(tmp_path, registry):
+    results = {}
+    for name, extra in (("fp32", ""), ("bf16", 'precision = "bf16"\nchannels_last = true')):
+        (tmp_path / name).mkdir()
+        grid = load_grid(digits_grid(tmp_path / name, attacks=ATTACKS, defenses=DEFENSES, extra=extra, n=200,
+                                     batch_size=100), registry)
+        store = Store(grid.db)
+        run_grid(grid, registry, store=store, progress=False)
+        assert store.run()["precision"] == grid.compute.describe()
+        acc = store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc * 100
+        results[name] = acc
+        rows = store.results(grid.run_id)
+        assert rows.linf.max() <= 0.1 + 1e-5  # projections stay in fp32: the ball holds under autocast
+    gap = (results["bf16"] - results["fp32"]).abs()
+    # 200 examples: one example is 0.5 points; bf16 may flip a few borderline examples, not more
+    assert gap.max() <= 3.0, gap
+    assert gap.loc[("none", "clean")] <= 1.0
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_fp32_numbers(tmp_path, registry):
+    accs = []
+    for name, extra in (("eager", ""), ("compiled", "compile = true")):
+        (tmp_path / name).mkdir()
+        grid = load_grid(digits_grid(tmp_path / name, attacks=ATTACKS.split("[[attacks]]\nplugin = \"cw\"")[0],
+                                     extra=extra, n=40, batch_size=40), registry)
+        store = Store(grid.db)
+        run_grid(grid, registry, store=store, progress=False)
+        accs.append(store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc)
+    assert (accs[0] - accs[1]).abs().max() <= 0.05
