@@ -42,6 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid, registry, db_override=args.db, n_override=args.n_examples)
     if args.dry_run:
         return _dry_run(grid, registry)
+    if args.estimate:
+        return _estimate(grid, registry)
     from harness.runner import run_grid
     from harness.store import Store
 
@@ -71,6 +73,37 @@ def _dry_run(grid, registry) -> int:
         for path in getattr(model, "files", lambda: [])():
             state = "present" if Path(path).expanduser().exists() else "MISSING"
             print(f"  needs file: {path}  [{state}]  (models[{index}] {entry.label!r})")
+    return 0
+
+
+def _estimate(grid, registry) -> int:
+    from harness.estimate import calibrate, duration, estimate
+    from harness.runner import Runner
+    from harness.store import Store
+
+    exists = Path(grid.db).expanduser().exists()
+    store = Store(grid.db, readonly=True) if exists else None  # estimating never writes
+    runner = Runner(grid, registry, store, progress=False)
+    data = runner.load_data()
+    n = min(grid.batch_size, len(data.x))
+    x = grid.compute.prepare_inputs(data.x[:n].to(runner.device))
+    y = data.y[:n].to(runner.device)
+    calibrations = {}
+    for index, entry in enumerate(grid.models):
+        calibrations[entry.label] = cal = calibrate(runner.load_model(index).module, x, y, grid)
+        print(f"calibration {entry.label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
+              f"forward {cal.forward_s * 1e3:.3f} ms/image, input gradient +{cal.backward_s * 1e3:.3f} ms/image")
+    done = {}
+    if store is not None and store.runs() and "units" in store.db.table_names():
+        units = store.units(grid.run_id)
+        done = {} if units.empty else dict(zip(units.unit_key, units.done))
+    rows = estimate(grid, registry, calibrations, done)
+    for row in rows:
+        print(f"  {row.unit.describe():<60} forward {row.passes.forward:>12,.0f}  backward {row.passes.backward:>12,.0f}"
+              f"  ≈ {duration(row.seconds):>9}" + (f"  (left: {duration(row.remaining_s)})" if row.remaining_s < row.seconds else ""))
+    total, left = sum(r.seconds for r in rows), sum(r.remaining_s for r in rows)
+    print(f"estimated wall time: {duration(total)} for {len(rows)} units; {duration(left)} left to run. "
+          "Query and early-stopping attacks are counted at their full budget, so this is an upper bound for them.")
     return 0
 
 
@@ -145,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="results database (overrides the grid's db)")
     p.add_argument("--n-examples", type=int, help="override the grid's n_examples (e.g. a small trial on a CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the work units and their cost; run nothing")
+    p.add_argument("--estimate", action="store_true",
+                   help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train", help="train a small (robust) model on a dataset plugin's training split")

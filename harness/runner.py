@@ -146,8 +146,14 @@ def predict_defended(model: torch.nn.Module, defense: Defense, x: Tensor, draws:
 class Runner:
     def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True):
         self.grid, self.registry, self.progress = grid, registry, progress
-        self.store = store or Store(grid.db)
+        self._store = store
         self.device = resolve_device(grid.device)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:  # opened on first use: --estimate loads data and models but writes nothing
+            self._store = Store(self.grid.db)
+        return self._store
 
     def _examples(self, unit: Unit, defense_label: str, defense: Defense, model: torch.nn.Module,
                    x: Tensor, y: Tensor, x_adv: Tensor, start: int, pred: Tensor) -> list[dict[str, Any]]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from harness.losses import kl_uniform, sum_ce
 from harness.threat import Norm, ThreatModel
 from plugins.defenses.basic import RandomNoise
 from plugins.defenses.hedge import Hedge
+from benchmarks.reference_loops import released_hedge
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -68,25 +68,9 @@ def test_hedge_leaves_the_model_untouched(digits, digits_robust):
     assert all(p.grad is None for p in digits_robust.parameters())
 
 
-def released_reference(model, X, generator, steps=20, step_size=0.007, epsilon=0.031):
-    """The released HedgeDefense.hedge_defense loop, re-implemented plainly (its RNG made explicit)."""
-    X_hedge = X + torch.empty_like(X).uniform_(-epsilon, epsilon, generator=generator)
-    sum_pred = None
-    for k in range(steps):
-        X_hedge = X_hedge.detach().requires_grad_(True)
-        logits = model(X_hedge)
-        sum_pred = torch.zeros_like(logits) if k == 0 else sum_pred + logits
-        n = logits.shape[1]
-        loss = F.kl_div(F.log_softmax(logits, dim=1), torch.ones_like(logits) / n, reduction="batchmean")
-        loss.backward()
-        X_hedge = X_hedge.detach() + step_size * X_hedge.grad.sign()
-        X_hedge = torch.clamp(X + torch.clamp(X_hedge - X, -epsilon, epsilon), 0, 1)
-    return sum_pred.detach().argmax(1)
-
-
 def test_released_mode_matches_the_released_loop(cifar, cifar_robust):
     x = cifar.x[:20]
-    reference = released_reference(cifar_robust, x, gen(5), steps=6)
+    reference = released_hedge(cifar_robust, x, gen(5), steps=6)
     for p in cifar_robust.parameters():  # the reference loop's backward() left .grad on the weights
         p.grad = None
     hedge = Hedge(predict="released", steps=6, loss="kl-uniform")

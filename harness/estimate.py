@@ -1,0 +1,91 @@
+"""`harness run --estimate`: predict each unit's wall time from a short calibration on the actual device.
+
+A unit's cost is counted in forward and backward passes of one image (each plugin declares its own,
+see ``Attack.passes``; query attacks and early-stopping attacks declare their budget, an upper
+bound). Calibration times one batched forward pass and one forward + input-gradient pass of each
+model, at the grid's batch size, precision and memory format. Seconds = passes × seconds per pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import GridConfig
+from harness.interfaces import Passes
+from harness.plan import Unit, plan, unit_cost
+from harness.registry import Registry
+
+
+@dataclass(frozen=True)
+class Calibration:
+    forward_s: float    # seconds per image for one forward pass, no gradient
+    backward_s: float   # extra seconds per image when the pass also takes the input gradient
+
+    def seconds(self, passes: Passes) -> float:
+        return passes.forward * self.forward_s + passes.backward * self.backward_s
+
+
+@dataclass(frozen=True)
+class UnitEstimate:
+    unit: Unit
+    passes: Passes
+    seconds: float
+    remaining_s: float   # what is left of it, given the examples a database already holds
+
+
+def _time(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: cuDNN autotuning, lazy allocation, torch.compile
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):  # the minimum: the least disturbed by other work on the machine
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def calibrate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: GridConfig, repeats: int = 3) -> Calibration:
+    device = x.device
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward() -> None:
+        with torch.enable_grad():
+            point = x.detach().clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(point), y, reduction="sum"), point)
+
+    with grid.compute.context(device):
+        f = _time(forward, device, repeats)
+        fb = _time(forward_backward, device, repeats)
+    return Calibration(f / len(x), max(fb - f, 0.0) / len(x))
+
+
+def estimate(grid: GridConfig, registry: Registry, calibrations: dict[str, Calibration],
+             done: dict[str, int] | None = None) -> list[UnitEstimate]:
+    """Per unit: passes, predicted seconds, and the part not yet in the database (``done``: unit key → examples)."""
+    done = done or {}
+    out = []
+    for unit in plan(grid, registry):
+        passes = unit_cost(unit, grid, registry)
+        seconds = calibrations[unit.model.label].seconds(passes)
+        left = max(grid.n_examples - done.get(unit.key, 0), 0) / grid.n_examples
+        out.append(UnitEstimate(unit, passes, seconds, seconds * left))
+    return out
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
