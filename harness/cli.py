@@ -48,7 +48,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.store import Store
 
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=not args.quiet)
+    if args.executor == "ray":
+        from harness.ray_executor import run_with_ray
+
+        run_id = run_with_ray(grid, registry, store, address=args.ray_address, shard_size=args.shard_size,
+                              progress=not args.quiet)
+    else:
+        if args.shard_size or args.ray_address:
+            raise HarnessError("--shard-size and --ray-address apply to --executor ray only")
+        run_id = run_grid(grid, registry, store=store, progress=not args.quiet)
     _print_summary(store, run_id)
     print(f"results in {grid.db}; tables and figures: harness report --db {grid.db} --out DIR")
     return 0
@@ -181,6 +189,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate", action="store_true",
                    help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (default): this process; ray: one Ray task per unit or shard, one GPU each")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); default: start one")
+    p.add_argument("--shard-size", type=int, help="with --executor ray: split units into ranges of this many examples "
+                   "(a multiple of batch_size) so one large unit spreads over workers")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train", help="train a small (robust) model on a dataset plugin's training split")
     p.add_argument("--dataset", required=True)

@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -120,6 +120,17 @@ def input_gradient_norm(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 @dataclass
+class Batch:
+    """One evaluated batch of a unit: its rows (one per example and defense) and saved example images."""
+
+    start: int
+    stop: int
+    rows: list[dict[str, Any]]
+    examples: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
 class Predictions:
     pred: Tensor        # (N,) majority vote over draws
     vote_frac: Tensor   # (N,) share of draws that agree with it
@@ -182,7 +193,8 @@ class Runner:
         loaded.module.eval()  # the harness sets eval mode once; plugins must not change it
         return LoadedModel(self.grid.compute.prepare_model(loaded.module), loaded.dataset, loaded.num_classes)
 
-    def run(self) -> str:
+    def prepare(self) -> tuple[LabelledData, list[Unit]]:
+        """Load the data onto the device, check every model, record the run and its units; nothing is evaluated."""
         grid = self.grid
         data = self.load_data()
         x = grid.compute.prepare_inputs(data.x.to(self.device))  # kept on the device for the whole run
@@ -196,6 +208,11 @@ class Runner:
                 "model": unit.model.label, "attack": unit.attack.label, "repeat": unit.repeat,
                 "defenses": json.dumps([d.label for d in unit.defenses]), "adaptive": int(unit.adaptive),
                 "total": grid.n_examples})
+        return data, units
+
+    def run(self) -> str:
+        grid = self.grid
+        data, units = self.prepare()
         loaded_index, loaded = -1, None
         for unit in units:
             if self.store.unit_state(grid.run_id, unit.key).finished:
@@ -203,69 +220,85 @@ class Runner:
             index = grid.models.index(unit.model)
             if index != loaded_index:
                 loaded_index, loaded = index, self.load_model(index)
-            with grid.compute.context(self.device):
-                self.run_unit(unit, loaded, data)
+            self.run_unit(unit, loaded, data)
         self.store.end_run(grid.run_id)
         return grid.run_id
 
     def run_unit(self, unit: Unit, loaded: LoadedModel, data: LabelledData) -> None:
-        grid, model = self.grid, loaded.module
-        attack = build(self.registry, unit.attack, Kind.ATTACK)
-        defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
-        threat = grid.threat_for(unit.attack)
-        record_gradient = unit.attack.plugin == CLEAN  # once per (model, repeat): for the zero-gradient check
+        grid = self.grid
         state = self.store.unit_state(grid.run_id, unit.key)
         n, started = grid.n_examples, time.perf_counter()
         bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
-        for start in range(state.done, n, grid.batch_size):
-            stop = min(start + grid.batch_size, n)
-            x, y = data.x[start:stop], data.y[start:stop]
-            target = model
-            if unit.adaptive:
-                gen = generator_for(grid.seed, unit.key, start, "attack-defense", device=self.device)
-                target = Defended(model, defenses[0][1], gen)
-            before = model_state(model)
-            t0 = time.perf_counter()
-            out = attack(target, x, y, threat, generator=generator_for(grid.seed, unit.key, start, "attack",
-                                                                            device=self.device))
-            _sync(self.device)
-            attack_s = (time.perf_counter() - t0) / len(x)
-            check_model_untouched(unit.attack.label, before, model)
-            for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
-                p.grad = None
-            x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
-            check_attack_output(unit.attack.label, x_adv, x, threat)
-            linf, l2 = distance(x_adv, x, Norm.LINF).tolist(), distance(x_adv, x, Norm.L2).tolist()
-            grad_norm = input_gradient_norm(model, x, y).tolist() if record_gradient else [None] * len(x)
-            rows, examples = [], []
-            for entry, defense in defenses:
-                before = model_state(model)
-                draws = grid.votes if defense.randomized else 1
-                preds = predict_defended(model, defense, x_adv, draws,
-                                         generator_for(grid.seed, unit.key, start, "defense", entry.label,
-                                                       device=self.device))
-                check_model_untouched(entry.label, before, model)
-                correct = (preds.pred == y).tolist()
-                for i in range(len(x)):
-                    rows.append({
-                        "run_id": grid.run_id, "unit_key": unit.key, "model": unit.model.label,
-                        "attack": unit.attack.label, "defense": entry.label, "repeat": unit.repeat,
-                        "idx": start + i, "adaptive": int(unit.adaptive), "label": int(y[i]),
-                        "pred": int(preds.pred[i]), "correct": int(correct[i]), "vote_frac": float(preds.vote_frac[i]),
-                        "attack_s": attack_s, "defense_s": preds.seconds / len(x), "linf": linf[i], "l2": l2[i],
-                        "queries": None if queries is None else int(queries[i]), "grad_norm": grad_norm[i],
-                    })
-                if start < grid.save_examples:
-                    examples += self._examples(unit, entry.label, defense, model, x, y, x_adv, start, preds.pred)
-            self.store.commit_batch(grid.run_id, unit.key, rows, done=stop, finished=stop >= n,
-                                    seconds=time.perf_counter() - t0, examples=examples)
-            bar.update(stop - start)
+        for batch in self.batches(unit, loaded, data, state.done, n):
+            self.store.commit_batch(grid.run_id, unit.key, batch.rows, done=batch.stop, finished=batch.stop >= n,
+                                    seconds=batch.seconds, examples=batch.examples)
+            bar.update(batch.stop - batch.start)
         bar.close()
         message = f"finished {unit.describe()} in {time.perf_counter() - started:.1f}s"
         if self.progress:
             tqdm.write(message)
         log.info(message)
+
+    def batches(self, unit: Unit, loaded: LoadedModel, data: LabelledData, first: int, last: int) -> Iterator[Batch]:
+        """Evaluate examples [first, last) of a unit, batch by batch. Every executor runs exactly this.
+
+        Batches start at multiples of ``batch_size`` and draw their randomness from (seed, unit, batch
+        start), so any split of a unit into batch-aligned ranges gives the same rows as one pass.
+        """
+        grid, model = self.grid, loaded.module
+        if first % grid.batch_size:
+            raise ValueError(f"a unit's range must start at a multiple of batch_size={grid.batch_size}, got {first}")
+        attack = build(self.registry, unit.attack, Kind.ATTACK)
+        defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
+        threat = grid.threat_for(unit.attack)
+        record_gradient = unit.attack.plugin == CLEAN  # once per (model, repeat): for the zero-gradient check
+        for start in range(first, last, grid.batch_size):
+            stop = min(start + grid.batch_size, last)
+            with grid.compute.context(self.device):
+                yield self._batch(unit, model, attack, defenses, threat, record_gradient, data, start, stop)
+
+    def _batch(self, unit, model, attack, defenses, threat, record_gradient, data, start, stop) -> Batch:
+        grid = self.grid
+        x, y = data.x[start:stop], data.y[start:stop]
+        target = model
+        if unit.adaptive:
+            gen = generator_for(grid.seed, unit.key, start, "attack-defense", device=self.device)
+            target = Defended(model, defenses[0][1], gen)
+        before = model_state(model)
+        t0 = time.perf_counter()
+        out = attack(target, x, y, threat, generator=generator_for(grid.seed, unit.key, start, "attack",
+                                                                        device=self.device))
+        _sync(self.device)
+        attack_s = (time.perf_counter() - t0) / len(x)
+        check_model_untouched(unit.attack.label, before, model)
+        for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
+            p.grad = None
+        x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
+        check_attack_output(unit.attack.label, x_adv, x, threat)
+        linf, l2 = distance(x_adv, x, Norm.LINF).tolist(), distance(x_adv, x, Norm.L2).tolist()
+        grad_norm = input_gradient_norm(model, x, y).tolist() if record_gradient else [None] * len(x)
+        rows, examples = [], []
+        for entry, defense in defenses:
+            before = model_state(model)
+            draws = grid.votes if defense.randomized else 1
+            preds = predict_defended(model, defense, x_adv, draws,
+                                     generator_for(grid.seed, unit.key, start, "defense", entry.label,
+                                                   device=self.device))
+            check_model_untouched(entry.label, before, model)
+            correct = (preds.pred == y).tolist()
+            for i in range(len(x)):
+                rows.append({
+                    "run_id": grid.run_id, "unit_key": unit.key, "model": unit.model.label,
+                    "attack": unit.attack.label, "defense": entry.label, "repeat": unit.repeat,
+                    "idx": start + i, "adaptive": int(unit.adaptive), "label": int(y[i]),
+                    "pred": int(preds.pred[i]), "correct": int(correct[i]), "vote_frac": float(preds.vote_frac[i]),
+                    "attack_s": attack_s, "defense_s": preds.seconds / len(x), "linf": linf[i], "l2": l2[i],
+                    "queries": None if queries is None else int(queries[i]), "grad_norm": grad_norm[i],
+                })
+            if start < grid.save_examples:
+                examples += self._examples(unit, entry.label, defense, model, x, y, x_adv, start, preds.pred)
+        return Batch(start, stop, rows, examples, time.perf_counter() - t0)
 
 
 def run_grid(grid: GridConfig, registry: Registry, *, store: Store | None = None, progress: bool = True) -> str:

@@ -65,6 +65,9 @@ class Store:
                 "idx": int, "label": int, "pred_adv": int, "pred_defended": int, "ssim_adv": float,
                 "ssim_defended": float, "clean_png": bytes, "adv_png": bytes, "defended_png": bytes,
             }, pk=RESULT_KEY)
+        if "shards" not in self.db.table_names():  # example ranges finished by the Ray executor, in any order
+            self.db["shards"].create({"run_id": str, "unit_key": str, "start": int, "stop": int},
+                                     pk=("run_id", "unit_key", "start"))
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, run: dict[str, Any]) -> None:
@@ -113,6 +116,27 @@ class Store:
             self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
                             "WHERE run_id = ? AND unit_key = ?",
                             [done, int(finished), seconds, time.time(), run_id, key])
+
+    def finished_shards(self, run_id: str, key: str) -> set[int]:
+        if "shards" not in self.db.table_names():
+            return set()
+        return {r["start"] for r in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key])}
+
+    def commit_shard(self, run_id: str, key: str, rows: list[dict[str, Any]], examples: list[dict[str, Any]],
+                     start: int, stop: int, total: int, seconds: float) -> None:
+        """A shard's rows and its record, atomically; ``units.done`` advances over the finished prefix only."""
+        with self.db.atomic():
+            self.db["results"].insert_all(rows, pk=RESULT_KEY, replace=True, alter=True)
+            self.db["examples"].insert_all(examples, pk=RESULT_KEY, replace=True)
+            self.db["shards"].insert({"run_id": run_id, "unit_key": key, "start": start, "stop": stop},
+                                     pk=("run_id", "unit_key", "start"), replace=True)
+            done = self.unit_state(run_id, key).done
+            for row in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key], order_by="start"):
+                if row["start"] <= done:
+                    done = max(done, row["stop"])
+            self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
+                            "WHERE run_id = ? AND unit_key = ?", [done, int(done >= total), seconds, time.time(),
+                                                                   run_id, key])
 
     def units(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame(list(self.db["units"].rows_where("run_id = ?", [run_id], order_by="rowid")))

@@ -1,0 +1,131 @@
+"""`--executor ray` on a local two-worker Ray cluster: same rows as the local executor, through worker kills
+and driver restarts, with shards of a unit spread over workers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import digits_grid
+from harness.config import load_grid
+from harness.runner import run_grid
+from harness.store import Store
+
+ray = pytest.importorskip("ray")
+from harness.ray_executor import KILL_ONCE_ENV, run_with_ray  # noqa: E402
+
+ATTACKS = """
+[[attacks]]
+plugin = "pgd"
+steps = 5
+step_size = 0.025
+[[attacks]]
+plugin = "square"
+n_queries = 40
+"""
+DEFENSES = """
+[[defenses]]
+plugin = "none"
+[[defenses]]
+plugin = "hedge"
+eps_d = 0.1
+steps = 3
+step_size = 0.025
+"""
+COLUMNS = ("unit_key", "model", "attack", "defense", "repeat", "idx", "label", "pred", "correct", "vote_frac",
+           "linf", "l2", "queries", "grad_norm")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    marker = tmp_path_factory.mktemp("fault") / "killed"
+    marker.touch()  # present: no kill; a test removes it to arm the fault
+    os.environ[KILL_ONCE_ENV] = str(marker)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker)}})
+    yield marker
+    ray.shutdown()
+    del os.environ[KILL_ONCE_ENV]
+
+
+def rows_of(store: Store, run_id: str) -> list[tuple]:
+    frame = store.results(run_id).fillna(-1)  # NaN != NaN would fail equal rows
+    return sorted(tuple(r) for r in frame[list(COLUMNS)].itertuples(index=False))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, registry):
+    """The same grid, uninterrupted, on the local executor."""
+    tmp = tmp_path_factory.mktemp("local")
+    grid = load_grid(digits_grid(tmp, attacks=ATTACKS, defenses=DEFENSES, n=60, batch_size=20), registry)
+    store = Store(grid.db)
+    run_grid(grid, registry, store=store, progress=False)
+    return rows_of(store, grid.run_id)
+
+
+def ray_grid(tmp_path, registry):
+    return load_grid(digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=60, batch_size=20), registry)
+
+
+def test_sharded_ray_run_gives_the_local_rows(cluster, reference, tmp_path, registry):
+    grid = ray_grid(tmp_path, registry)
+    store = Store(grid.db)
+    run_with_ray(grid, registry, store, shard_size=20, progress=False)
+    assert rows_of(store, grid.run_id) == reference
+    units = store.units(grid.run_id)
+    assert units.finished.all() and (units.done == 60).all()
+    shards = list(store.db["shards"].rows)
+    assert len(shards) == 3 * 3 and {s["start"] for s in shards} == {0, 20, 40}  # 3 units × 3 shards
+
+
+def test_a_worker_killed_mid_unit_is_retried_and_loses_or_duplicates_nothing(cluster, reference, tmp_path, registry):
+    cluster.unlink()  # arm: the first task kills its worker after its first batch of three
+    grid = ray_grid(tmp_path, registry)
+    store = Store(grid.db)
+    run_with_ray(grid, registry, store, progress=False)  # whole units: each task spans 3 batches
+    assert cluster.exists(), "no worker was killed: the fault was not exercised"
+    got = rows_of(store, grid.run_id)
+    assert got == reference
+    assert len(got) == len({r[:6] for r in got})  # no (unit, defense, example) twice
+
+
+def test_a_restarted_driver_resumes_from_the_database(cluster, reference, tmp_path, registry, monkeypatch):
+    grid = ray_grid(tmp_path, registry)
+    store = Store(grid.db)
+    real_commit = Store.commit_shard
+    calls = []
+
+    def crash_after_two(self, *args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("driver killed")
+        calls.append(args[1])
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "commit_shard", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_with_ray(grid, registry, store, shard_size=20, progress=False)
+    monkeypatch.setattr(Store, "commit_shard", real_commit)
+    partial = store.db["shards"].count
+    assert partial == 2
+    restarted = Store(grid.db)  # a new driver process would open the database afresh
+    submitted = []
+    real_shards = __import__("harness.ray_executor", fromlist=["shards_of"]).shards_of
+
+    def counting(*args, **kwargs):
+        out = real_shards(*args, **kwargs)
+        submitted.extend(out)
+        return out
+
+    monkeypatch.setattr("harness.ray_executor.shards_of", counting)
+    run_with_ray(grid, registry, restarted, shard_size=20, progress=False)
+    assert len(submitted) == 9 - partial  # the finished shards were not submitted again
+    assert rows_of(restarted, grid.run_id) == reference
+
+
+def test_shard_size_must_align_with_batches(cluster, tmp_path, registry):
+    from harness.errors import HarnessError
+
+    grid = ray_grid(tmp_path, registry)
+    with pytest.raises(HarnessError, match="multiple of the grid's batch_size 20"):
+        run_with_ray(grid, registry, Store(grid.db), shard_size=30, progress=False)
