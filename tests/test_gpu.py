@@ -42,3 +42,25 @@ def test_grid_runs_on_cuda(tmp_path, registry):
     rows = store.results(run_grid(grid, registry, store=store, progress=False))
     assert len(rows) == 64 * 2 * 2 + 64 * 2   # clean and pgd × 2 defenses, adaptive × 1 defense each
     assert store.run(grid.run_id)["device"] == torch.cuda.get_device_name()
+
+
+@pytest.mark.parametrize("extra", ['precision = "tf32"', 'precision = "bf16"\nchannels_last = true',
+                                   'precision = "bf16"\nchannels_last = true\ncompile = true'])
+def test_lower_precision_grids_run_on_cuda_close_to_fp32(tmp_path, registry, extra):
+    from harness.config import load_grid
+    from harness.runner import run_grid
+    from harness.store import Store
+
+    accs = []
+    for name, setting in (("fp32", ""), ("other", extra)):
+        (tmp_path / name).mkdir()
+        path = digits_grid(tmp_path / name, n=400, batch_size=200, extra=setting,
+                           attacks='[[attacks]]\nplugin = "pgd"\nstep_size = 0.025\n',
+                           defenses='[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "hedge"\neps_d = 0.1\n'
+                                    'step_size = 0.025\n')
+        path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+        grid = load_grid(path, registry)
+        store = Store(grid.db)
+        run_grid(grid, registry, store=store, progress=False)
+        accs.append(store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc * 100)
+    assert (accs[0] - accs[1]).abs().max() <= 2.0  # 400 examples: a few borderline flips at most
