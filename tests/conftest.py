@@ -81,6 +81,19 @@ def cifar_standard():
     return _cifar_model("standard")
 
 
+def none_and_hedge(steps: int = 3) -> str:
+    """[[defenses]] tables: no defense, and a small Hedge for the digits models (ε_d = ε = 0.1)."""
+    return f"""
+[[defenses]]
+plugin = "none"
+[[defenses]]
+plugin = "hedge"
+eps_d = 0.1
+steps = {steps}
+step_size = 0.025
+"""
+
+
 def digits_grid(tmp_path: Path, *, attacks: str = "", defenses: str = "", extra: str = "", n: int = 60,
                 batch_size: int = 20, repeats: int = 1, models: str | None = None) -> Path:
     """Write a small digits grid file; returns its path."""

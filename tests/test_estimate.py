@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import digits_grid, harness_cli
+from conftest import digits_grid, none_and_hedge, harness_cli
 from harness.config import load_grid
 from harness.estimate import Calibration, estimate
 from harness.interfaces import Passes
@@ -21,15 +21,7 @@ step_size = 0.025
 plugin = "square"
 n_queries = 50
 """
-DEFENSES = """
-[[defenses]]
-plugin = "none"
-[[defenses]]
-plugin = "hedge"
-eps_d = 0.1
-steps = 3
-step_size = 0.025
-"""
+DEFENSES = none_and_hedge(steps=3)
 
 
 def test_seconds_are_passes_times_the_calibrated_cost(tmp_path, registry):

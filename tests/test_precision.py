@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import digits_grid
+from conftest import digits_grid, none_and_hedge
 from harness.config import load_grid
 from harness.errors import ConfigError
 from harness.precision import Compute, Precision
@@ -22,15 +22,7 @@ plugin = "cw"
 steps = 10
 step_size = 0.025
 """
-DEFENSES = """
-[[defenses]]
-plugin = "none"
-[[defenses]]
-plugin = "hedge"
-eps_d = 0.1
-steps = 4
-step_size = 0.025
-"""
+DEFENSES = none_and_hedge(steps=4)
 
 
 def test_precision_settings_parse_and_enter_the_run_identity(tmp_path, registry):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import digits_grid
+from conftest import digits_grid, none_and_hedge
 from harness.config import load_grid
 from harness.runner import run_grid
 from harness.store import Store
@@ -24,15 +24,7 @@ step_size = 0.025
 plugin = "square"
 n_queries = 40
 """
-DEFENSES = """
-[[defenses]]
-plugin = "none"
-[[defenses]]
-plugin = "hedge"
-eps_d = 0.1
-steps = 3
-step_size = 0.025
-"""
+DEFENSES = none_and_hedge(steps=3)
 COLUMNS = ("unit_key", "model", "attack", "defense", "repeat", "idx", "label", "pred", "correct", "vote_frac",
            "linf", "l2", "queries", "grad_norm")
 
