@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write  # noqa: E402
 from harness.config import load_grid  # noqa: E402
-from harness.estimate import calibrate, estimate  # noqa: E402
+from harness.estimate import calibrate_models, estimate  # noqa: E402
 from harness.registry import Registry  # noqa: E402
 from harness.runner import Runner  # noqa: E402
 from harness.store import Store  # noqa: E402
@@ -31,11 +31,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         grid = load_grid(args.grid, registry, db_override=str(Path(tmp) / "run.sqlite"))
         runner = Runner(grid, registry, Store(grid.db), progress=False)
-        data = runner.load_data()
-        n = min(grid.batch_size, len(data.x))
-        x, y = grid.compute.prepare_inputs(data.x[:n].to(runner.device)), data.y[:n].to(runner.device)
         start = time.perf_counter()
-        calibrations = {e.label: calibrate(runner.load_model(i).module, x, y, grid) for i, e in enumerate(grid.models)}
+        calibrations, _ = calibrate_models(runner)
         calibration_s = time.perf_counter() - start
         predicted = {r.unit.key: r for r in estimate(grid, registry, calibrations)}
         start = time.perf_counter()

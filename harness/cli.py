@@ -85,21 +85,16 @@ def _dry_run(grid, registry) -> int:
 
 
 def _estimate(grid, registry) -> int:
-    from harness.estimate import calibrate, duration, estimate
+    from harness.estimate import calibrate_models, duration, estimate
     from harness.runner import Runner
     from harness.store import Store
 
     exists = Path(grid.db).expanduser().exists()
     store = Store(grid.db, readonly=True) if exists else None  # estimating never writes
     runner = Runner(grid, registry, store, progress=False)
-    data = runner.load_data()
-    n = min(grid.batch_size, len(data.x))
-    x = grid.compute.prepare_inputs(data.x[:n].to(runner.device))
-    y = data.y[:n].to(runner.device)
-    calibrations = {}
-    for index, entry in enumerate(grid.models):
-        calibrations[entry.label] = cal = calibrate(runner.load_model(index).module, x, y, grid)
-        print(f"calibration {entry.label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
+    calibrations, n = calibrate_models(runner)
+    for label, cal in calibrations.items():
+        print(f"calibration {label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
               f"forward {cal.forward_s * 1e3:.3f} ms/image, input gradient +{cal.backward_s * 1e3:.3f} ms/image")
     done = {}
     if store is not None and store.runs() and "units" in store.db.table_names():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from harness.config import GridConfig
 from harness.interfaces import Passes
 from harness.plan import Unit, plan, unit_cost
 from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,15 @@ def calibrate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: GridConf
         f = _time(forward, device, repeats)
         fb = _time(forward_backward, device, repeats)
     return Calibration(f / len(x), max(fb - f, 0.0) / len(x))
+
+
+def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
+    """Calibrate every model of the runner's grid on its first batch of data; (label → calibration, batch)."""
+    grid = runner.grid
+    data = runner.load_data()
+    n = min(grid.batch_size, len(data.x))
+    x, y = grid.compute.prepare_inputs(data.x[:n].to(runner.device)), data.y[:n].to(runner.device)
+    return {entry.label: calibrate(runner.load_model(i).module, x, y, grid) for i, entry in enumerate(grid.models)}, n
 
 
 def estimate(grid: GridConfig, registry: Registry, calibrations: dict[str, Calibration],
