@@ -10,6 +10,11 @@ pyautoattack's APGDAttack called directly, all under the same autocast/TF32 sett
 our speed-up over the reference, and the fraction of the step ceiling a K-step loop reaches
 (ceiling = step rate / (K + 1)). Writes benchmarks/results/throughput-<device>.json.
 
+It also counts the FLOPs of each loop (torch.utils.flop_counter; convolutions and matmuls, which are
+nearly all the work) to give the largest speed-up over the released loop that any fp32 implementation
+of the same K steps could reach: the released loop's backward() also computes every weight gradient,
+ours does not, and nothing else differs in arithmetic.
+
 Weights do not change speed, so the architectures are built without weights (no download needed).
 """
 
@@ -39,6 +44,36 @@ SETTINGS = {
     "bf16+cl": Compute(Precision.BF16, channels_last=True),
     "bf16+cl+compile": Compute(Precision.BF16, channels_last=True, compile=True),
 }
+
+
+def flop_counts(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> dict:
+    """FLOPs per image of a forward pass, our gradient step, the released loop's step, and of the K-step loops."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / len(x)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def input_gradient_step() -> None:  # ours: the graph asks for the input's gradient only
+        xi = x.detach().clone().requires_grad_(True)
+        # model(xi + 0): the counter's module hooks reject a leaf input under autograd.grad; the FLOPs are the same
+        torch.autograd.grad(F.cross_entropy(model(xi + 0), y, reduction="sum"), xi)
+
+    def released_step() -> None:  # the released code: backward() fills the weights' gradients too
+        xi = x.detach().clone().requires_grad_(True)
+        F.cross_entropy(model(xi), y, reduction="sum").backward()
+        for p in model.parameters():
+            p.grad = None
+
+    fwd, ours, released = count(forward), count(input_gradient_step), count(released_step)
+    ours_loop, released_loop = k * ours + fwd, k * released  # ours predicts with one more forward pass
+    return {"forward": fwd, "ours_step": ours, "released_step": released, f"ours_hedge_{k}": ours_loop,
+            f"released_hedge_{k}": released_loop, "max_speedup_over_released": released_loop / ours_loop}
 
 
 def bench(model_fp32: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, setting: Compute, k: int, repeats: int,
@@ -111,12 +146,17 @@ def main() -> None:
     x = torch.rand(batch, 3, 32, 32, generator=g).to(device)
     with torch.no_grad():  # labels the model agrees with: APGD skips misclassified inputs, which would flatter it
         y = model(x).argmax(1)
-    out = {"arch": args.arch, "batch": batch, "steps": args.steps, "precisions": {}}
+    flops = flop_counts(model, x, y, args.steps)
+    out = {"arch": args.arch, "batch": batch, "steps": args.steps, "flops_per_image": flops, "precisions": {}}
     print(f"device: {device_name(device)}; {args.arch}; batch {batch}; K = {args.steps}")
+    print(f"GFLOP per image: forward {flops['forward'] / 1e9:.2f}, our step {flops['ours_step'] / 1e9:.2f}, "
+          f"released step {flops['released_step'] / 1e9:.2f}; the most any fp32 Hedge-{args.steps} can gain over "
+          f"the released loop: {flops['max_speedup_over_released']:.2f}×")
     for name in precisions:
         result = bench(model, x, y, SETTINGS[name], args.steps, repeats, device)
         out["precisions"][name] = result
-        print(f"[{name}] one forward + input-gradient step: {result['step_images_per_s']:.1f} img/s")
+        print(f"[{name}] one forward + input-gradient step: {result['step_images_per_s']:.1f} img/s "
+              f"({result['step_images_per_s'] * flops['ours_step'] / 1e12:.3f} TFLOP/s)")
         for case, row in result["results"].items():
             print(f"  {case:<28} {row['images_per_s']:10.1f} img/s   {row['fraction_of_step_ceiling']:6.1%} of the "
                   f"step ceiling")

@@ -60,6 +60,10 @@ class Attack:
         """The defense as an adaptive attack runs it internally (e.g. with fewer steps, for cost)."""
         return defense
 
+    def scored_predictions(self, randomized_defense: bool) -> int:
+        """How often, per example, an adaptive attack asks for the runner-style (voted) prediction."""
+        return 0
+
 
 @dataclass(frozen=True)
 class Defense:

@@ -65,8 +65,11 @@ def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
     attack: Attack = build(registry, unit.attack, Kind.ATTACK)
     total = attack.passes(grid.threat_for(unit.attack))
     if unit.adaptive:  # the attack runs through the defense at every step
-        defense_cost = attack.defense_in_attack(build(registry, unit.defenses[0], Kind.DEFENSE)).passes()
+        defended: Defense = build(registry, unit.defenses[0], Kind.DEFENSE)
+        defense_cost = attack.defense_in_attack(defended).passes()
         total = Passes(total.forward * (1 + defense_cost.forward), total.backward * (1 + defense_cost.forward))
+        votes = grid.votes if defended.randomized else 1  # upper bound: every example scored every time
+        total = total + (defended.passes() + Passes(1, 0)) * (votes * attack.scored_predictions(defended.randomized))
     for entry in unit.defenses:
         defense: Defense = build(registry, entry, Kind.DEFENSE)
         draws = grid.votes if defense.randomized else 1

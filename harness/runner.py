@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from harness.checks import check_attack_output, check_model_untouched, model_state
 from harness.config import GridConfig
-from harness.defended import Defended
+from harness.defended import Defended, predict_defended
 from harness.errors import ConfigError
 from harness.interfaces import AttackOutput, Defense, LabelledData, LoadedModel
 from harness.plan import Unit, build, plan
@@ -128,30 +128,6 @@ class Batch:
     rows: list[dict[str, Any]]
     examples: list[dict[str, Any]]
     seconds: float
-
-
-@dataclass
-class Predictions:
-    pred: Tensor        # (N,) majority vote over draws
-    vote_frac: Tensor   # (N,) share of draws that agree with it
-    seconds: float
-
-
-def predict_defended(model: torch.nn.Module, defense: Defense, x: Tensor, draws: int,
-                     generator: torch.Generator) -> Predictions:
-    """The defended prediction; a randomised defense votes over ``draws`` draws, batched together.
-
-    Taking the majority (rather than any single lucky draw, AutoAttack's PR #105 bug) is what
-    makes a randomised defense's score honest.
-    """
-    start = time.perf_counter()
-    stacked = x.repeat(draws, *([1] * (x.dim() - 1)))  # defenses are per-example, so draws can share a batch
-    with torch.no_grad():
-        logits = defense.logits(model, stacked, generator=generator)
-    votes = logits.argmax(1).view(draws, x.shape[0])
-    majority = votes.mode(dim=0).values
-    _sync(x.device)
-    return Predictions(majority, (votes == majority).float().mean(0), time.perf_counter() - start)
 
 
 class Runner:
@@ -264,7 +240,7 @@ class Runner:
         target = model
         if unit.adaptive:
             gen = generator_for(grid.seed, unit.key, start, "attack-defense", device=self.device)
-            target = Defended(model, defenses[0][1], gen)
+            target = Defended(model, defenses[0][1], gen, votes=grid.votes)
         before = model_state(model)
         t0 = time.perf_counter()
         out = attack(target, x, y, threat, generator=generator_for(grid.seed, unit.key, start, "attack",

@@ -60,3 +60,21 @@ def test_estimate_counts_only_what_is_left_of_a_partial_run(tmp_path, registry):
     left = {r.unit.key: r.remaining_s / r.seconds for r in rows}
     assert left[first] == pytest.approx(0.5)
     assert all(v == 0 for k, v in left.items() if k != first)
+
+
+def test_adaptive_cost_counts_its_majority_vote_checks(tmp_path, registry):
+    """Against a random defense the adaptive attack scores its candidates as the runner does: votes × the defense."""
+    costs = {}
+    for success in ("vote", "single-draw"):
+        attacks = f'[[attacks]]\nplugin = "adaptive"\nn_iter = 4\nn_target_classes = 2\nsuccess = "{success}"\n'
+        grid = load_grid(digits_grid(tmp_path, attacks=attacks, defenses=DEFENSES, n=40,
+                                     extra="votes = 3"), registry)
+        hedge = next(u for u in plan(grid, registry) if u.adaptive and u.defenses[0].plugin == "hedge")
+        costs[success] = unit_cost(hedge, grid, registry)
+    from plugins.defenses.hedge import Hedge
+
+    scored = Hedge(eps_d=0.1, steps=3, step_size=0.025).passes() + Passes(1, 0)  # the defense, then the prediction
+    checks = 1 + 2 * 2                                   # the clean check, then two candidates per target class
+    extra = scored * (3 * checks * 40)                   # votes × checks × examples
+    assert costs["vote"].forward - costs["single-draw"].forward == extra.forward > 0
+    assert costs["vote"].backward - costs["single-draw"].backward == extra.backward > 0

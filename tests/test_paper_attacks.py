@@ -124,6 +124,24 @@ def test_adaptive_attack_with_fewer_defense_steps_and_full_gradient(digits, digi
                (hedge.logits(digits_robust, x, generator=gen(4)).argmax(1) == y).float().mean()
 
 
+def test_adaptive_attack_checks_success_by_the_majority_vote(digits, digits_robust):
+    """Against a random defense, pyautoattack's loop drops an example after one lucky draw; ours asks the vote."""
+    from harness.defended import predict_defended
+    from plugins.defenses.basic import RandomNoise
+
+    noise = RandomNoise(eps_d=0.3)  # single draws disagree often: where a lucky draw misleads most
+    x, y = digits.x, digits.y
+    survivors = {"single-draw": 0, "vote": 0}
+    for seed in range(3):
+        for success in survivors:
+            attack = Adaptive(n_iter=10, n_target_classes=3, success=success)
+            x_adv = attack(Defended(digits_robust, noise, gen(seed + 10), votes=5), x, y, LINF, generator=gen(seed))
+            check_attack_output("adaptive", x_adv, x, LINF)
+            scored = predict_defended(digits_robust, noise, x_adv, 5, gen(99))  # as the runner scores it
+            survivors[success] += int((scored.pred == y).sum())
+    assert survivors["vote"] < survivors["single-draw"], survivors
+
+
 def test_full_grid_flip_counts_add_up_to_the_accuracy_differences(tmp_path, registry):
     attacks = ('[[attacks]]\nplugin = "pgd"\nsteps = 10\nstep_size = 0.02\n'
                '[[attacks]]\nplugin = "cw"\nsteps = 10\nstep_size = 0.02\n')

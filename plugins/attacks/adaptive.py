@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,6 +15,7 @@ from harness.interfaces import Attack, Defense, Passes
 from harness.specs import param
 from harness.threat import ThreatModel
 from plugins.attacks.autoattack_bridge import APGDTargeted
+from plugins.attacks.seeded import isolated_rng, seed_from
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,12 @@ class Adaptive(Attack):
             Default: "bpda".
         defense_steps_in_attack (int | None): run the defense with fewer steps inside the attack, for
             cost; the final evaluation always uses the grid's defense. Default: None (the same).
+        success ("vote" | "single-draw"): how the attack decides, against a random defense, that an
+            example is broken and may be dropped from the remaining target classes. "vote": the
+            majority over the grid's ``votes`` draws of the grid's defense, as the runner scores it,
+            and target classes ranked by the draws' mean softmax. "single-draw": pyautoattack's own
+            loop, which drops an example after one lucky draw (kept to show the difference).
+            Default: "vote".
 
     Example grid entry::
 
@@ -51,6 +59,7 @@ class Adaptive(Attack):
     eot: int = param(1, "gradients averaged over draws of the defense's randomness")
     gradient: Literal["bpda", "full"] = param("bpda", "BPDA (identity backward) or the full unrolled gradient")
     defense_steps_in_attack: int | None = param(None, "defense steps inside the attack (fewer, for cost)")
+    success: Literal["vote", "single-draw"] = param("vote", "success check on random defenses: majority vote or one draw")
 
     def defense_in_attack(self, defense: Defense) -> Defense:
         if self.defense_steps_in_attack is not None and hasattr(defense, "steps"):
@@ -68,8 +77,67 @@ class Adaptive(Attack):
         randomized = isinstance(attacked, Defended) and attacked.defense.randomized
         apgd = APGDTargeted(n_iter=self.n_iter, n_target_classes=self.n_target_classes, n_restarts=self.n_restarts,
                             eot_iter=self.eot if randomized else 1)
+        if randomized and self.success == "vote":
+            return vote_checked_apgd_t(apgd, attacked, model, x, y, threat, generator=generator)
         return apgd(attacked, x, y, threat, generator=generator)
+
+    def scored_predictions(self, randomized_defense: bool) -> int:
+        if not randomized_defense or self.success != "vote":
+            return 0
+        return 1 + 2 * self.n_target_classes * self.n_restarts  # the clean check, then two candidates per run
 
     def passes(self, threat: ThreatModel) -> Passes:
         k = self.n_iter * self.n_target_classes * self.n_restarts * self.eot
         return Passes(k + 1, k)
+
+
+def vote_checked_apgd_t(apgd: APGDTargeted, attacked: nn.Module, scorer: Defended, x: Tensor, y: Tensor,
+                        threat: ThreatModel, *, generator: torch.Generator) -> Tensor:
+    """pyautoattack's APGD-T target loop, with success decided by the scorer's majority vote.
+
+    The library marks an example broken, and stops attacking it, as soon as one random draw of the
+    defense misclassifies it; the runner's majority vote may then still call it correct, so the
+    attack gave up on an example it had not broken. Here each target class's two candidates (the
+    last point a draw misclassified, and the highest-loss point) are scored like the runner scores
+    them, and only a majority-vote success removes an example. An example never broken gets the
+    candidate that most draws got wrong, a better bet for the final scoring than the clean input.
+    """
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    seed = seed_from(generator)
+    attack = APGDAttack_targeted(attacked, n_iter=apgd.n_iter, norm=threat.norm.value, n_restarts=1,
+                                 eps=threat.eps, seed=seed, eot_iter=apgd.eot_iter, rho=apgd.rho,
+                                 n_target_classes=apgd.n_target_classes, device=x.device,
+                                 logger=logging.getLogger("harness.adaptive"))
+    adv = x.clone()
+    with isolated_rng(seed, x.device):
+        attack.init_hyperparam(x)
+        clean = scorer.predict(x)
+        robust = clean.pred == y
+        wrong_share = wrong_draws(clean, y)
+        ranking = clean.probabilities.sort(dim=1).indices  # targets: the 2nd … most likely, averaged over draws
+        for target in range(2, apgd.n_target_classes + 2):
+            for _ in range(apgd.n_restarts):
+                todo = robust.nonzero().flatten()
+                if not len(todo):
+                    break
+                attack.y_target = ranking[todo, -target]
+                best, single_draw_correct, _, last_fooling = attack.attack_single_run(x[todo], y[todo])
+                everything = torch.ones_like(single_draw_correct, dtype=torch.bool)
+                for candidate, worth_scoring in ((last_fooling, single_draw_correct == 0), (best, everything)):
+                    mask = worth_scoring & robust[todo]
+                    if not mask.any():
+                        continue
+                    chosen, index = candidate[mask].detach(), todo[mask]
+                    scored = scorer.predict(chosen)
+                    broken, share = scored.pred != y[index], wrong_draws(scored, y[index])
+                    keep = broken | (share > wrong_share[index])  # else the point most draws got wrong so far
+                    adv[index[keep]], wrong_share[index[keep]] = chosen[keep], share[keep]
+                    robust[index[broken]] = False
+    return adv
+
+
+def wrong_draws(predictions, y: Tensor) -> Tensor:
+    """Draws that miss y: 1 − vote share when the majority is y (exact); the vote share otherwise (a lower bound)."""
+    right = predictions.pred == y
+    return torch.where(right, 1 - predictions.vote_frac, predictions.vote_frac)
