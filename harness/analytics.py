@@ -77,9 +77,11 @@ def local_lipschitz(model: nn.Module, x: Tensor, classes: Tensor, eps: float, sa
 
     the ℓ1 norm being the dual of L∞, over S_i = {x_i} ∪ {``samples`` points drawn uniformly from the
     L∞ ball B(x_i, ε) ∩ [0,1]}. This is a sampled lower bound of the true local constant (as in CLEVER,
-    Weng et al. 2018, without the extreme-value fit). The Hedge paper's Section 4.2.2 compares this
-    quantity for the false (predicted) class and the true class: Hedge flips predictions whose false
-    class is the less smooth one. Returns (N,).
+    Weng et al. 2018, without the extreme-value fit). The Hedge paper's Section 4.2.2 compares the
+    local Lipschitzness of the false (predicted) class and of the true class: Hedge flips predictions
+    whose false class is the less smooth one. Its exact estimator could not be read here (the paper's
+    text past the abstract was not reachable offline), so compare numbers with the paper's only after
+    checking that section. Returns (N,).
     """
     generator = generator or torch.Generator(device=x.device).manual_seed(0)
     best = torch.zeros(len(x), device=x.device)
