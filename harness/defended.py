@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from harness.device import synchronize
 from harness.interfaces import Defense
 
 
@@ -34,8 +35,7 @@ def predict_defended(model: nn.Module, defense: Defense, x: Tensor, draws: int,
     votes = logits.argmax(1).view(draws, x.shape[0])
     majority = votes.mode(dim=0).values
     probabilities = logits.softmax(1).view(draws, x.shape[0], -1).mean(0)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)  # so that ``seconds`` is the work, not the launch
+    synchronize(x.device)
     return Predictions(majority, (votes == majority).float().mean(0), probabilities, time.perf_counter() - start)
 
 
@@ -59,8 +59,7 @@ class Defended(nn.Module):
 
     def predict(self, x: Tensor) -> Predictions:
         """The prediction the runner would score: the majority over ``votes`` draws if the defense is random."""
-        return predict_defended(self.model, self.defense, x, self.votes if self.defense.randomized else 1,
-                                self.generator)
+        return predict_defended(self.model, self.defense, x, self.defense.draws(self.votes), self.generator)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient == "full":

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.config import GridConfig
+from harness.device import synchronize
 from harness.interfaces import Passes
 from harness.plan import Unit, plan, unit_cost
 from harness.registry import Registry
@@ -44,14 +45,12 @@ class UnitEstimate:
 
 def _time(fn, device: torch.device, repeats: int) -> float:
     fn()  # warm-up: cuDNN autotuning, lazy allocation, torch.compile
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):  # the minimum: the least disturbed by other work on the machine
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
 

@@ -81,6 +81,10 @@ class Defense:
         """The defended prediction. Override only where it is not ``model(purify(x))``."""
         return model(self.purify(model, x, generator=generator, differentiable=differentiable))
 
+    def draws(self, votes: int) -> int:
+        """Predictions per example when scored: a majority over ``votes`` draws if random, else one."""
+        return votes if self.randomized else 1
+
     def passes(self) -> Passes:
         """Forward/backward passes per example, the final prediction excluded."""
         return Passes(0, 0)

@@ -68,10 +68,9 @@ def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
         defended: Defense = build(registry, unit.defenses[0], Kind.DEFENSE)
         defense_cost = attack.defense_in_attack(defended).passes()
         total = Passes(total.forward * (1 + defense_cost.forward), total.backward * (1 + defense_cost.forward))
-        votes = grid.votes if defended.randomized else 1  # upper bound: every example scored every time
-        total = total + (defended.passes() + Passes(1, 0)) * (votes * attack.scored_predictions(defended.randomized))
+        checks = defended.draws(grid.votes) * attack.scored_predictions(defended.randomized)  # upper bound: all examples
+        total = total + (defended.passes() + Passes(1, 0)) * checks
     for entry in unit.defenses:
         defense: Defense = build(registry, entry, Kind.DEFENSE)
-        draws = grid.votes if defense.randomized else 1
-        total = total + (defense.passes() + Passes(1, 0)) * draws
+        total = total + (defense.passes() + Passes(1, 0)) * defense.draws(grid.votes)
     return total * grid.n_examples

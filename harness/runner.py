@@ -23,6 +23,7 @@ from tqdm import tqdm
 from harness.checks import check_attack_output, check_model_untouched, model_state
 from harness.config import GridConfig
 from harness.defended import Defended, predict_defended
+from harness.device import synchronize
 from harness.errors import ConfigError
 from harness.interfaces import AttackOutput, Defense, LabelledData, LoadedModel
 from harness.plan import Unit, build, plan
@@ -42,11 +43,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def check_model(grid: GridConfig, index: int, loaded: LoadedModel, data: LabelledData) -> None:
@@ -245,7 +241,7 @@ class Runner:
         t0 = time.perf_counter()
         out = attack(target, x, y, threat, generator=generator_for(grid.seed, unit.key, start, "attack",
                                                                         device=self.device))
-        _sync(self.device)
+        synchronize(self.device)
         attack_s = (time.perf_counter() - t0) / len(x)
         check_model_untouched(unit.attack.label, before, model)
         for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
@@ -257,8 +253,7 @@ class Runner:
         rows, examples = [], []
         for entry, defense in defenses:
             before = model_state(model)
-            draws = grid.votes if defense.randomized else 1
-            preds = predict_defended(model, defense, x_adv, draws,
+            preds = predict_defended(model, defense, x_adv, defense.draws(grid.votes),
                                      generator_for(grid.seed, unit.key, start, "defense", entry.label,
                                                    device=self.device))
             check_model_untouched(entry.label, before, model)

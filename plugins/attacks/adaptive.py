@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,13 +101,8 @@ def vote_checked_apgd_t(apgd: APGDTargeted, attacked: nn.Module, scorer: Defende
     them, and only a majority-vote success removes an example. An example never broken gets the
     candidate that most draws got wrong, a better bet for the final scoring than the clean input.
     """
-    from pyautoattack.autopgd_base import APGDAttack_targeted
-
     seed = seed_from(generator)
-    attack = APGDAttack_targeted(attacked, n_iter=apgd.n_iter, norm=threat.norm.value, n_restarts=1,
-                                 eps=threat.eps, seed=seed, eot_iter=apgd.eot_iter, rho=apgd.rho,
-                                 n_target_classes=apgd.n_target_classes, device=x.device,
-                                 logger=logging.getLogger("harness.adaptive"))
+    attack = apgd.library_attack(attacked, threat, seed, x.device)  # its restarts are our loop's, not perturb's
     adv = x.clone()
     with isolated_rng(seed, x.device):
         attack.init_hyperparam(x)

@@ -89,15 +89,19 @@ class APGDTargeted(Attack):
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
-        from pyautoattack.autopgd_base import APGDAttack_targeted
-
         seed = seed_from(generator)
-        attack = APGDAttack_targeted(model, n_iter=self.n_iter, norm=threat.norm.value, n_restarts=self.n_restarts,
-                                     eps=threat.eps, seed=seed, eot_iter=self.eot_iter, rho=self.rho,
-                                     n_target_classes=self.n_target_classes, device=x.device,
-                                     logger=logging.getLogger("harness.apgd-t"))
+        attack = self.library_attack(model, threat, seed, x.device)
         with isolated_rng(seed, x.device):
             return attack.perturb(x, y).detach()
+
+    def library_attack(self, model: nn.Module, threat: ThreatModel, seed: int, device: torch.device):
+        """pyautoattack's ``APGDAttack_targeted`` with these hyper-parameters, around ``model``."""
+        from pyautoattack.autopgd_base import APGDAttack_targeted
+
+        return APGDAttack_targeted(model, n_iter=self.n_iter, norm=threat.norm.value, n_restarts=self.n_restarts,
+                                   eps=threat.eps, seed=seed, eot_iter=self.eot_iter, rho=self.rho,
+                                   n_target_classes=self.n_target_classes, device=device,
+                                   logger=logging.getLogger("harness.apgd-t"))
 
     def passes(self, threat: ThreatModel) -> Passes:
         k = self.n_iter * self.n_target_classes * self.n_restarts * self.eot_iter
