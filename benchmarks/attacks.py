@@ -18,11 +18,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import device_name, timed, write  # noqa: E402
 from harness.threat import Norm, ThreatModel  # noqa: E402
-from plugins.attacks.autoattack_bridge import APGD  # noqa: E402
-from plugins.attacks.deepfool import DeepFool  # noqa: E402
-from plugins.attacks.pgd import CW, PGD  # noqa: E402
-from plugins.datasets.cifar10_jpeg import Cifar10Jpeg  # noqa: E402
-from plugins.models.checkpoint import Checkpoint  # noqa: E402
+from harness_plugins.attacks.autoattack_bridge import APGD  # noqa: E402
+from harness_plugins.attacks.deepfool import DeepFool  # noqa: E402
+from harness_plugins.attacks.pgd import CW, PGD  # noqa: E402
+from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg  # noqa: E402
+from harness_plugins.models.checkpoint import Checkpoint  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python benchmarks/precision.py                                   # Fashion-MNIST CNN, 1,000 examples (CPU-sized)
     python benchmarks/precision.py --grid configs/precision-cifar.toml --precisions fp32,tf32,bf16   # on a GPU
 
-The issue's bar: under bf16 and tf32, robust accuracy within 0.5 points of fp32 for Hedge, PGD and CW
+The bar: under bf16 and tf32, robust accuracy within 0.5 points of fp32 for Hedge, PGD and CW
 on the same 1,000 examples. Writes benchmarks/results/precision-<device>.json with every accuracy,
 the largest gap and the wall time per precision.
 """

@@ -1,7 +1,7 @@
 """Throughput of the hot paths, side by side in one process, on the same model and batch.
 
     python benchmarks/throughput.py                       # CPU: PreActResNet-18, fp32
-    python benchmarks/throughput.py --arch wrn-28-10      # the issue's anchor model (RobustBench "Standard")
+    python benchmarks/throughput.py --arch wrn-28-10      # RobustBench's "Standard" WRN-28-10, the GPU anchor model
     python benchmarks/throughput.py --precisions fp32,tf32,bf16,bf16+cl,bf16+cl+compile   # on a GPU
 
 For each precision: one forward + input-gradient step (the measured step ceiling), our Hedge (K = 20)
@@ -33,10 +33,10 @@ from benchmarks.common import device_name, timed, write  # noqa: E402
 from benchmarks.reference_loops import released_hedge  # noqa: E402
 from harness.precision import Compute, Precision  # noqa: E402
 from harness.threat import Norm, ThreatModel  # noqa: E402
-from plugins.attacks.autoattack_bridge import APGD  # noqa: E402
-from plugins.attacks.pgd import PGD  # noqa: E402
-from plugins.defenses.hedge import Hedge  # noqa: E402
-from plugins.models.checkpoint import build_arch  # noqa: E402
+from harness_plugins.attacks.autoattack_bridge import APGD  # noqa: E402
+from harness_plugins.attacks.pgd import PGD  # noqa: E402
+from harness_plugins.defenses.hedge import Hedge  # noqa: E402
+from harness_plugins.models.checkpoint import build_arch  # noqa: E402
 
 ARCHS = {"preact-resnet18": "robustbench:cifar10:Linf:Wong2020Fast", "wrn-28-10": "robustbench:cifar10:Linf:Standard"}
 SETTINGS = {

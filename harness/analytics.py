@@ -10,26 +10,25 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.interfaces import Role
+from harness.records import RunRecord
 from harness.store import Store
 
 
-def reference_defense(store: Store, run_id: str) -> str | None:
-    """The label of the grid's `none` defense, against which flips are counted."""
-    identity = json.loads(store.run(run_id)["identity"])
-    return next((d["label"] for d in identity["defenses"] if d["plugin"] == "none"), None)
+def reference_defense(run: RunRecord) -> str | None:
+    """The label of the grid's first defense with the reference role (no defense), against which flips count."""
+    return next((d["label"] for d in run.entries("defenses") if d.get("role") == Role.REFERENCE.value), None)
 
 
 def flip_counts(store: Store, run_id: str) -> pd.DataFrame:
     """FtoT (wrong without the defense, right with it), TtoF, FtoF and TtoT per (model, attack, defense, repeat)."""
-    reference = reference_defense(store, run_id)
+    reference = reference_defense(store.run(run_id))
     if reference is None:
         return pd.DataFrame(columns=["model", "attack", "defense", "repeat", "FtoT", "TtoF", "FtoF", "TtoT", "n"])
     sql = """
@@ -78,10 +77,8 @@ def local_lipschitz(model: nn.Module, x: Tensor, classes: Tensor, eps: float, sa
     the ℓ1 norm being the dual of L∞, over S_i = {x_i} ∪ {``samples`` points drawn uniformly from the
     L∞ ball B(x_i, ε) ∩ [0,1]}. This is a sampled lower bound of the true local constant (as in CLEVER,
     Weng et al. 2018, without the extreme-value fit). The Hedge paper's Section 4.2.2 compares the
-    local Lipschitzness of the false (predicted) class and of the true class: Hedge flips predictions
-    whose false class is the less smooth one. Its exact estimator could not be read here (the paper's
-    text past the abstract was not reachable offline), so compare numbers with the paper's only after
-    checking that section. Returns (N,).
+    local Lipschitzness of the false class and of the true class ("the approximated Lipschitzness")
+    without stating its estimator, so this one is ours. Returns (N,).
     """
     generator = generator or torch.Generator(device=x.device).manual_seed(0)
     best = torch.zeros(len(x), device=x.device)

@@ -1,42 +1,42 @@
-"""The ``harness`` command: plugins, run, show, report, train."""
+"""The ``harness`` command: plugins, run, show, report, and the commands plugin packages add."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.registry import Registry
+
+BUG_REPORT = "this is a bug in the harness or a plugin; please report it with the traceback above"
 
 
-def _registry():
-    from harness.registry import Registry
-
-    return Registry()
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    registry = _registry()
+def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
     from harness.specs import Kind
 
     for kind in Kind:
         specs = [s for s in registry.all() if s.kind is kind]
         if args.kind and kind.value != args.kind:
             continue
-        print(f"{kind.value}s:")
+        print(f"{kind.plural}:")
         for spec in specs:
             print(f"  {spec.name}  —  {spec.description}  [{spec.distribution}]")
             for p in spec.params:
                 print(f"      {p.name}: {p.type_name()} = {p.default_text()}" + (f"  # {p.help}" if p.help else ""))
+    if registry.commands() and not args.kind:
+        print("commands:")
+        for command in registry.commands():
+            print(f"  harness {command.name}  —  {command.help}")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     from harness.config import load_grid
 
-    registry = _registry()
     if args.n_examples is not None and args.n_examples < 1:
         raise HarnessError(f"--n-examples must be >= 1, got {args.n_examples}")
     grid = load_grid(args.grid, registry, db_override=args.db, n_override=args.n_examples)
@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(grid, registry) -> int:
+def _dry_run(grid, registry: Registry) -> int:
     from harness.plan import build, plan, unit_cost
     from harness.specs import Kind
 
@@ -77,14 +77,14 @@ def _dry_run(grid, registry) -> int:
     print(f"total: forward {total_f:,.0f}  backward {total_b:,.0f} passes of one image through the model")
     for index, entry in enumerate(grid.models):
         model = build(registry, entry, Kind.MODEL)
-        getattr(model, "validate", lambda: None)()  # e.g. the RobustBench ID exists
-        for path in getattr(model, "files", lambda: [])():
-            state = "present" if Path(path).expanduser().exists() else "MISSING"
+        model.check()  # e.g. the RobustBench ID exists
+        for path in model.source_files():
+            state = "present" if path.exists() else "MISSING"
             print(f"  needs file: {path}  [{state}]  (models[{index}] {entry.label!r})")
     return 0
 
 
-def _estimate(grid, registry) -> int:
+def _estimate(grid, registry: Registry) -> int:
     from harness.estimate import calibrate_models, duration, estimate
     from harness.runner import Runner
     from harness.store import Store
@@ -97,7 +97,7 @@ def _estimate(grid, registry) -> int:
         print(f"calibration {label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
               f"forward {cal.forward_s * 1e3:.3f} ms/image, input gradient +{cal.backward_s * 1e3:.3f} ms/image")
     done = {}
-    if store is not None and store.runs() and "units" in store.db.table_names():
+    if store is not None and store.runs():
         units = store.units(grid.run_id)
         done = {} if units.empty else dict(zip(units.unit_key, units.done))
     rows = estimate(grid, registry, calibrations, done)
@@ -110,48 +110,17 @@ def _estimate(grid, registry) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from harness.config import Entry
-    from harness.errors import PluginError
-    from harness.plan import build
-    from harness.specs import Kind
-    from harness.train import TrainConfig, train
-
-    registry = _registry()
-    dataset = build(registry, Entry(args.dataset, args.dataset), Kind.DATASET)
-    if not hasattr(dataset, "train_arrays"):
-        raise PluginError(f"dataset {args.dataset!r} has no training split to train on")
-    train_x, train_y = dataset.train_arrays()
-    test = dataset.load(args.n_test)
-    cfg = TrainConfig(arch=args.arch, dataset=args.dataset, out=args.out, method=args.method, eps=args.eps, beta=args.beta,
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
-    record = train(cfg, train_x, train_y, test.x, test.y, progress=not args.quiet)
-    record["command"] = "harness " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("harness") else None
-    Path(args.out).with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"best epoch {record['best_epoch']}: test clean {record['test_clean']:.4f}, "
-          f"PGD-10 at eps {args.eps:g} {record['test_pgd10']:.4f} -> {args.out}")
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
+def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
     from harness.store import Store
 
-    if not Path(args.db).exists():
-        raise LookupError(f"{args.db} does not exist; run a grid first: harness run --grid FILE")
-    _print_summary(Store(args.db), args.run)
+    _print_summary(Store(args.db, readonly=True), args.run)
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from reports.render import FORMATS, write_report
+def cmd_report(args: argparse.Namespace, registry: Registry) -> int:
+    from harness_reports.render import parse_formats, write_report
 
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise HarnessError(f"--format {args.format!r}: unknown format(s) {', '.join(unknown) or '(none given)'}; "
-                           f"choose from {', '.join(FORMATS)}, comma-separated")
-    if not Path(args.db).exists():
-        raise LookupError(f"{args.db} does not exist; run a grid first: harness run --grid FILE")
+    formats = parse_formats(args.format)
     for path in write_report(args.db, args.out, formats, args.run):
         print(path)
     return 0
@@ -161,15 +130,15 @@ def _print_summary(store, run_id) -> None:
     from harness.summary import warnings_for, wide_table
 
     run, table = wide_table(store, run_id)
-    print(f"run {run['run_id']} — {run['dataset']}, n={run['n_examples']}, {run['norm']} eps={run['eps']:.5g}, "
-          f"repeats={run['repeats']}, device {run['device']}")
+    print(f"run {run.run_id} — {run.dataset}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
+          f"repeats={run.repeats}, device {run.device}")
     print("accuracy in %, mean ± std over repeats; worst case = correct under every attack, clean included")
     print(table.to_string())
-    for note in warnings_for(store, run["run_id"]):
+    for note in warnings_for(store, run.run_id):
         print(note)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(registry: Registry) -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="harness", description="Evaluate classifiers and test-time defenses "
                                   "against adversarial attacks.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -190,21 +159,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, help="with --executor ray: split units into ranges of this many examples "
                    "(a multiple of batch_size) so one large unit spreads over workers")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("train", help="train a small (robust) model on a dataset plugin's training split")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--arch", default="small-cnn")
-    p.add_argument("--method", choices=["standard", "fgsm-rs", "pgd", "trades"], default="fgsm-rs")
-    p.add_argument("--beta", type=float, default=6.0, help="TRADES' β")
-    p.add_argument("--eps", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-test", type=int, default=497, help="test examples for the final accuracies")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
     p = sub.add_parser("show", help="print a Table-1-style summary of a run")
     p.add_argument("--db", required=True)
     p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
@@ -215,17 +169,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="html,latex,markdown", help="comma-separated: html, latex, markdown")
     p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
     p.set_defaults(func=cmd_report)
+    for command in registry.commands():  # e.g. `harness train`, added by the built-in models package
+        p = sub.add_parser(command.name, help=command.help)
+        command.configure(p)
+        p.set_defaults(func=command.run)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        return args.func(args)
-    except (HarnessError, LookupError) as exc:
+        registry = Registry()
+        args = parser(registry).parse_args(argv)
+        return args.func(args, registry)
+    except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; every committed batch is kept, and the same command resumes", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `harness run --dry-run | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception:  # noqa: BLE001 - a real bug: show where, then say so
+        traceback.print_exc()
+        print(f"harness: internal error: {BUG_REPORT}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

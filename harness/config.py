@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from harness.errors import ConfigError, PluginError
+from harness.interfaces import Role
 from harness.precision import Compute, Precision
 from harness.registry import Registry, suggest
 from harness.specs import Kind, PluginSpec
@@ -54,7 +55,7 @@ class GridConfig:
     n_examples: int
     threat: ThreatModel
     models: tuple[Entry, ...]
-    attacks: tuple[Entry, ...]      # "clean" first, always
+    attacks: tuple[Entry, ...]      # the clean baseline first, always
     defenses: tuple[Entry, ...]
     repeats: int
     seed: int
@@ -66,17 +67,24 @@ class GridConfig:
     compute: Compute = Compute()
     text: str = field(default="", compare=False)
 
-    def identity(self) -> dict[str, Any]:
-        """Everything that determines the results' rows (not where they are stored or on which device)."""
+    def _shared_identity(self) -> dict[str, Any]:
+        """What every unit of the grid shares. A new grid key that changes results belongs here, once."""
         return {
-            "dataset": self.dataset.as_json(), "n_examples": self.n_examples,
-            "threat": {"norm": self.threat.norm.value, "eps": self.threat.eps},
-            "models": [m.as_json() for m in self.models], "attacks": [a.as_json() for a in self.attacks],
-            "defenses": [d.as_json() for d in self.defenses], "repeats": self.repeats, "seed": self.seed,
-            "batch_size": self.batch_size, "votes": self.votes, "save_examples": self.save_examples,
-            # only when set, so fp32 grids keep the run ids they had before precision existed
+            "dataset": self.dataset.as_json(), "n": self.n_examples, "norm": self.threat.norm.value,
+            "eps": self.threat.eps, "seed": self.seed, "batch_size": self.batch_size, "votes": self.votes,
             **({} if self.compute.is_default else {"compute": self.compute.as_json()}),
         }
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the run's rows (not where they are stored or on which device)."""
+        return {**self._shared_identity(), "models": [m.as_json() for m in self.models],
+                "attacks": [a.as_json() for a in self.attacks], "defenses": [d.as_json() for d in self.defenses],
+                "repeats": self.repeats, "save_examples": self.save_examples}
+
+    def unit_identity(self, model: Entry, attack: Entry, defenses: tuple[Entry, ...], repeat: int) -> dict[str, Any]:
+        """Everything that determines one work unit's rows: the grid's shared part and the unit's own entries."""
+        return {**self._shared_identity(), "model": model.as_json(), "attack": attack.as_json(),
+                "defenses": [d.as_json() for d in defenses], "repeat": repeat}
 
     def threat_for(self, attack: Entry) -> ThreatModel:
         """The threat model an attack entry is generated and checked under."""
@@ -84,7 +92,11 @@ class GridConfig:
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+        return identity_hash(self.identity())[:12]
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def parse_number(value: Any, file: str, key: str) -> float:
@@ -247,10 +259,19 @@ def _compute(raw: dict, file: str) -> Compute:
     return Compute(Precision(precision), **flags)
 
 
+def _with_role(registry: Registry, kind: Kind, role: Role, file: str, key: str) -> PluginSpec:
+    """The one installed plugin that plays a role the grid needs (the clean baseline, the reference defense)."""
+    specs = registry.with_role(kind, role)
+    if len(specs) != 1:
+        found = ", ".join(f"{s.name!r} ({s.distribution})" for s in specs) or "no such plugin"
+        raise ConfigError(file, key, f"the grid needs exactly one installed {kind.value} plugin with role "
+                          f"{role.value!r} to use by default; found {found}",
+                          f"list the one to use under [[{kind.plural}]]")
+    return specs[0]
+
+
 def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None,
               n_override: int | None = None) -> GridConfig:
-    from plugins.attacks.clean import CLEAN
-
     file = str(path)
     try:
         text = Path(path).read_text()
@@ -276,8 +297,14 @@ def load_grid(path: str | Path, registry: Registry, *, db_override: str | None =
     if eps < 0:
         raise ConfigError(file, "eps", f"must be >= 0, got {eps}", "a number >= 0")
     attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, default=[])
-    if CLEAN not in [a.label for a in attacks]:
-        attacks = (Entry(plugin=CLEAN, label=CLEAN),) + attacks  # clean accuracy is an attack like any other
+    if not any(registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE for a in attacks):
+        baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
+        attacks = (Entry(plugin=baseline.name, label=baseline.name),) + attacks  # clean accuracy, always evaluated
+    if "defenses" in raw:
+        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, default=None)
+    else:
+        reference = _with_role(registry, Kind.DEFENSE, Role.REFERENCE, file, "defenses")
+        defenses = (Entry(plugin=reference.name, label=reference.name),)
     db = db_override or raw.get("db", "results.sqlite")
     if not isinstance(db, str) or not db:
         raise ConfigError(file, "db", f"expected a file path, got {db!r}")
@@ -286,7 +313,7 @@ def load_grid(path: str | Path, registry: Registry, *, db_override: str | None =
         threat=ThreatModel(Norm(norm_text), eps),
         models=_entries(raw, "models", Kind.MODEL, registry, file, default=None),
         attacks=attacks,
-        defenses=_entries(raw, "defenses", Kind.DEFENSE, registry, file, default=[{"plugin": "none"}]),
+        defenses=defenses,
         repeats=_int(raw, "repeats", 1, file, 1), seed=_int(raw, "seed", 0, file, 0),
         batch_size=_int(raw, "batch_size", 128, file, 1), device=_device(raw, file), db=db,
         votes=_int(raw, "votes", 5, file, 1), save_examples=_int(raw, "save_examples", 8, file, 0),

@@ -57,6 +57,10 @@ class Defended(nn.Module):
             raise ValueError(f"votes must be at least 1, got {votes}")
         self.model, self.defense, self.generator, self.gradient, self.votes = model, defense, generator, gradient, votes
 
+    def with_defense(self, defense: Defense, gradient: Literal["bpda", "full"]) -> Defended:
+        """The same model and random stream behind another defense (e.g. a cheaper in-attack copy)."""
+        return Defended(self.model, defense, self.generator, gradient=gradient, votes=self.votes)
+
     def predict(self, x: Tensor) -> Predictions:
         """The prediction the runner would score: the majority over ``votes`` draws if the defense is random."""
         return predict_defended(self.model, self.defense, x, self.defense.draws(self.votes), self.generator)

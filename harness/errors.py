@@ -26,3 +26,7 @@ class AttackOutputError(HarnessError):
 
 class DataError(HarnessError):
     """A dataset or checkpoint file is missing, corrupt or of the wrong shape."""
+
+
+class StoreError(HarnessError):
+    """A results database cannot be opened or written: missing, not ours, of another version, read-only, full."""

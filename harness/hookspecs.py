@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pluggy
 
-from harness.specs import PluginSpec
+from harness.specs import Command, PluginSpec
 
 PROJECT = "harness"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -17,19 +17,24 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def harness_attacks() -> list[PluginSpec]:
-    """Attack plugins: ``(model, x, y, threat, *, generator) -> x_adv``."""
+    """Attack plugins (``harness.interfaces.Attack``): ``(model, x, y, threat, *, generator) -> x_adv``."""
 
 
 @hookspec
 def harness_defenses() -> list[PluginSpec]:
-    """Defense plugins: ``purify(model, x, *, generator) -> x`` applied before the model predicts."""
+    """Defense plugins (``harness.interfaces.Defense``): ``purify(model, x, *, generator) -> x``."""
 
 
 @hookspec
 def harness_models() -> list[PluginSpec]:
-    """Model plugins: ``load(device) -> LoadedModel`` (eval mode, inputs in [0,1])."""
+    """Model plugins (``harness.interfaces.ModelSource``): ``load(device) -> LoadedModel``."""
 
 
 @hookspec
 def harness_datasets() -> list[PluginSpec]:
-    """Dataset plugins: ``load(n) -> LabelledData``, the first n test examples in a fixed order."""
+    """Dataset plugins (``harness.interfaces.DataSource``): ``load(n) -> LabelledData``."""
+
+
+@hookspec
+def harness_commands() -> list[Command]:
+    """Sub-commands of ``harness`` that a plugin package adds, e.g. a trainer for its architectures."""

@@ -1,20 +1,45 @@
-"""The small typed interfaces every plugin implements.
+"""The small typed interfaces every plugin implements, and what each declares about itself.
 
 An attack or defense object holds only hyper-parameters (foolbox style); the model, inputs,
 threat model and random generator arrive at call time. The runner, not the plugin, decides
 success: it checks the output against the threat model and predicts on it itself.
+
+Every plugin class declares what the core and the reports need to know about it: its display
+name, its role, and (attacks) its access or (defenses) whether it is randomised. These are
+recorded in each run, so that reports read them from the database and a third party's plugin
+can play any role a built-in one does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.errors import PluginError
 from harness.specs import param
 from harness.threat import ThreatModel
+
+
+class Role(str, Enum):
+    """What part an attack or defense plays in a grid."""
+
+    ENTRY = "entry"            # an ordinary attack or defense
+    BASELINE = "baseline"      # the attack that leaves inputs alone: clean accuracy, always evaluated
+    REFERENCE = "reference"    # the defense every other defense is compared with (flips, paired differences)
+
+
+class Access(str, Enum):
+    """What an attack may use of the model; reports warn when a black-box attack beats every white-box one."""
+
+    WHITE_BOX = "white-box"
+    BLACK_BOX = "black-box"
+    NONE = "no-access"            # uses nothing of the model (the clean baseline)
 
 
 @dataclass(frozen=True)
@@ -31,6 +56,29 @@ class Passes:
         return Passes(self.forward * k, self.backward * k)
 
 
+class DefendedModel(Protocol):
+    """What an attack through a defense is handed: the model behind one defense of the grid, as one module.
+
+    Calling it gives one draw of the defended prediction (gradient: BPDA or through the unrolled defense);
+    :meth:`predict` is the prediction the runner scores (a majority over the grid's votes if random)."""
+
+    model: nn.Module
+    defense: Defense
+    generator: torch.Generator
+    votes: int
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def predict(self, x: Tensor) -> Any: ...
+
+    def with_defense(self, defense: Defense, gradient: Literal["bpda", "full"]) -> DefendedModel: ...
+
+
+def through_defense(attack: Passes, defense: Passes) -> Passes:
+    """An attack's passes when every forward pass runs the defense first (backward: BPDA, the model only)."""
+    return Passes(attack.forward * (1 + defense.forward), attack.backward + attack.forward * defense.backward)
+
+
 @dataclass(frozen=True)
 class AttackOutput:
     """An attack may return this instead of a bare tensor, to report its per-example query count."""
@@ -40,33 +88,50 @@ class AttackOutput:
 
 
 @dataclass(frozen=True)
-class Attack:
+class Plugin:
+    """What attacks and defenses declare about themselves (class attributes, not grid parameters)."""
+
+    display_name: ClassVar[str] = ""     # how tables name it where the grid keeps the default label
+    role: ClassVar[Role] = Role.ENTRY
+
+    def shown_name(self) -> str:
+        return self.display_name
+
+
+@dataclass(frozen=True)
+class Attack(Plugin):
     """Base of attack plugins. Subclasses are frozen dataclasses of hyper-parameters."""
 
     target: Literal["model", "defended"] = param(
         "model", "attack the bare model (transfer, the paper's protocol) or the model wrapped in each defense (adaptive)")
-    # what the attack may use of the model; reports warn when a black-box attack beats every white-box one
-    access: ClassVar[Literal["white-box", "black-box", "none"]] = "white-box"
+    access: ClassVar[Access] = Access.WHITE_BOX
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target == "defended"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor | AttackOutput:
         raise NotImplementedError
 
     def passes(self, threat: ThreatModel) -> Passes:
-        """Forward/backward passes per example; override for an accurate --dry-run."""
+        """Forward/backward passes per example against the bare model; override for an accurate --dry-run."""
         return Passes(1, 0)
 
-    def defense_in_attack(self, defense: "Defense") -> "Defense":
-        """The defense as an adaptive attack runs it internally (e.g. with fewer steps, for cost)."""
-        return defense
+    # --- through a defense (target = "defended") ----------------------------------------------------
+    def attack_defended(self, defended: DefendedModel, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                        generator: torch.Generator) -> Tensor | AttackOutput:
+        """Attack model + defense. By default the defended model is just a model to the attack: each
+        forward pass runs the defense, the backward pass is BPDA. Attacks built for defenses override this."""
+        return self(defended, x, y, threat, generator=generator)
 
-    def scored_predictions(self, randomized_defense: bool) -> int:
-        """How often, per example, an adaptive attack asks for the runner-style (voted) prediction."""
-        return 0
+    def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
+        """Passes per example of :meth:`attack_defended`; overridden together with it."""
+        return through_defense(self.passes(threat), defense.passes())
 
 
 @dataclass(frozen=True)
-class Defense:
+class Defense(Plugin):
     """Base of defense plugins: a transformation of the input applied before the model predicts."""
 
     randomized: ClassVar[bool] = False
@@ -89,6 +154,11 @@ class Defense:
         """Forward/backward passes per example, the final prediction excluded."""
         return Passes(0, 0)
 
+    def for_attack(self, steps: int | None) -> Defense:
+        """The copy an adaptive attack runs inside its loop: an iterative defense cut to at most ``steps``
+        steps (for cost); the final, scored prediction always uses the grid's defense. Others: itself."""
+        return self
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -97,6 +167,21 @@ class LoadedModel:
     module: nn.Module
     dataset: str          # the data domain it was trained for, e.g. "cifar10" (matches LabelledData.domain)
     num_classes: int
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Base of model plugins: where a model's architecture and weights come from."""
+
+    def load(self, device: torch.device) -> LoadedModel:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Checks that need no weights (a dry run calls it), e.g. that a zoo ID exists."""
+
+    def source_files(self) -> list[Path]:
+        """The files its weights are read from; a dry run lists them, and run keys hash their contents."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -112,3 +197,32 @@ class LabelledData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Base of dataset plugins: the test split in a fixed order, and optionally a training split."""
+
+    # printed beside every result on this data, e.g. that it is not the original benchmark's pixels
+    caveat: ClassVar[str | None] = None
+
+    def load(self, n: int) -> LabelledData:
+        raise NotImplementedError
+
+    def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images in [0,1] as float32 (N, C, H, W), int64 labels) of the training split."""
+        raise PluginError(f"dataset {type(self).__name__} has no training split to train on")
+
+    def source_files(self, n: int) -> list[Path]:
+        """The files the first n test examples are read from; run keys hash their contents."""
+        return []
+
+
+def plugin_facts(obj: Any) -> Mapping[str, Any]:
+    """What a built attack or defense declares, as recorded in a run for the reports."""
+    facts: dict[str, Any] = {"display_name": obj.shown_name(), "role": obj.role.value}
+    if isinstance(obj, Attack):
+        facts.update(access=Access(obj.access).value, adaptive=obj.adaptive)
+    if isinstance(obj, Defense):
+        facts.update(randomized=bool(obj.randomized))
+    return facts

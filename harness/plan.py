@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import Entry, GridConfig
+from harness.config import Entry, GridConfig, identity_hash
 from harness.interfaces import Attack, Defense, Passes
 from harness.registry import Registry
 from harness.specs import Kind
@@ -33,44 +31,30 @@ class Unit:
         return f"{self.model.label} × {self.attack.label} [{defended}] × r{self.repeat}"
 
 
-def build(registry: Registry, plugin: Entry, kind: Kind) -> Any:
-    return registry.get(kind, plugin.plugin).factory(**plugin.kwargs())
-
-
-def _key(grid: GridConfig, model: Entry, attack: Entry, defenses: tuple[Entry, ...], repeat: int) -> str:
-    identity = {
-        "dataset": grid.dataset.as_json(), "n": grid.n_examples, "norm": grid.threat.norm.value, "eps": grid.threat.eps,
-        "model": model.as_json(), "attack": attack.as_json(), "defenses": [d.as_json() for d in defenses],
-        "repeat": repeat, "seed": grid.seed, "batch_size": grid.batch_size, "votes": grid.votes,
-        **({} if grid.compute.is_default else {"compute": grid.compute.as_json()}),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+def build(registry: Registry, entry: Entry, kind: Kind) -> Any:
+    """The plugin object a grid entry names, with the entry's parameters."""
+    return registry.get(kind, entry.plugin).factory(**entry.kwargs())
 
 
 def plan(grid: GridConfig, registry: Registry) -> list[Unit]:
     units = []
     for model in grid.models:
         for attack in grid.attacks:
-            adaptive = build(registry, attack, Kind.ATTACK).target == "defended"
+            adaptive = build(registry, attack, Kind.ATTACK).adaptive
             groups = [(d,) for d in grid.defenses] if adaptive else [grid.defenses]
             for repeat in range(grid.repeats):
                 for defenses in groups:
-                    units.append(Unit(_key(grid, model, attack, defenses, repeat), model, attack, defenses,
-                                      repeat, adaptive))
+                    key = identity_hash(grid.unit_identity(model, attack, defenses, repeat))[:16]
+                    units.append(Unit(key, model, attack, defenses, repeat, adaptive))
     return units
 
 
 def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
-    """Forward/backward passes of the whole unit: the attack once, then each defense's prediction."""
+    """Forward/backward passes of the whole unit: the attack once, then each defense's scored prediction."""
     attack: Attack = build(registry, unit.attack, Kind.ATTACK)
-    total = attack.passes(grid.threat_for(unit.attack))
-    if unit.adaptive:  # the attack runs through the defense at every step
-        defended: Defense = build(registry, unit.defenses[0], Kind.DEFENSE)
-        defense_cost = attack.defense_in_attack(defended).passes()
-        total = Passes(total.forward * (1 + defense_cost.forward), total.backward * (1 + defense_cost.forward))
-        checks = defended.draws(grid.votes) * attack.scored_predictions(defended.randomized)  # upper bound: all examples
-        total = total + (defended.passes() + Passes(1, 0)) * checks
-    for entry in unit.defenses:
-        defense: Defense = build(registry, entry, Kind.DEFENSE)
+    threat = grid.threat_for(unit.attack)
+    defenses: list[Defense] = [build(registry, entry, Kind.DEFENSE) for entry in unit.defenses]
+    total = attack.defended_cost(threat, defenses[0], grid.votes) if unit.adaptive else attack.passes(threat)
+    for defense in defenses:
         total = total + (defense.passes() + Passes(1, 0)) * defense.draws(grid.votes)
     return total * grid.n_examples

@@ -12,9 +12,8 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -24,12 +23,9 @@ from harness.errors import HarnessError
 from harness.interfaces import LabelledData
 from harness.plan import Unit
 from harness.registry import Registry
+from harness.batch import Batch
 from harness.runner import Runner
 from harness.store import Store
-
-# Test-only fault injection: the first task to see this path (absent) creates it and kills its worker
-# process halfway through its range, as a preempted or OOM-killed machine would.
-KILL_ONCE_ENV = "HARNESS_FAULT_KILL_WORKER_ONCE"
 
 
 @dataclass(frozen=True)
@@ -49,28 +45,30 @@ def shards_of(unit: Unit, grid: GridConfig, shard_size: int | None, done: set[in
             if start not in done and min(start + size, grid.n_examples) > prefix]
 
 
-def _evaluate(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch.Tensor, y: torch.Tensor,
-              classes: tuple, domain: str, display: str) -> dict[str, Any]:
-    """The task body, on a worker: load the unit's model, evaluate [start, stop), return the rows."""
+def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch.Tensor, y: torch.Tensor,
+                   classes: tuple, domain: str, display: str,
+                   after_batch: Callable[[Batch], None] | None = None) -> dict[str, Any]:
+    """The task body, on a worker: load the unit's model, evaluate [start, stop), return the rows.
+
+    ``after_batch`` is called with each evaluated batch (e.g. a test that kills the worker mid-range)."""
     registry = Registry()
     runner = Runner(grid, registry, store=None, progress=False)  # never opens the database
     data = LabelledData(grid.compute.prepare_inputs(x.to(runner.device)), y.to(runner.device), classes, domain, display)
     loaded = runner.load_model(grid.models.index(unit.model))
     rows, examples, seconds = [], [], 0.0
-    marker = os.environ.get(KILL_ONCE_ENV)
     for batch in runner.batches(unit, loaded, data, start, stop):
         rows += batch.rows
         examples += batch.examples
         seconds += batch.seconds
-        if marker and not os.path.exists(marker) and batch.stop < stop:
-            open(marker, "w").close()
-            os._exit(1)  # a hard kill: no exception handling, no cleanup, like SIGKILL
+        if after_batch is not None:
+            after_batch(batch)
     return {"rows": rows, "examples": examples, "seconds": seconds, "start": start, "stop": stop}
 
 
 def run_with_ray(grid: GridConfig, registry: Registry, store: Store, *, address: str | None = None,
                  shard_size: int | None = None, max_retries: int = 3, num_cpus: int | None = None,
-                 progress: bool = True) -> str:
+                 progress: bool = True, task_body: Callable[..., dict[str, Any]] = evaluate_range) -> str:
+    """Evaluate the grid's unfinished units (or shards of them) as Ray tasks running ``task_body``."""
     try:
         import ray
     except ImportError:
@@ -78,11 +76,9 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store, *, address:
     runner = Runner(grid, registry, store, progress=progress)
     data, units = runner.prepare()  # data loaded, every model checked and the run recorded before any task starts
     if not ray.is_initialized():
-        env = {KILL_ONCE_ENV: os.environ[KILL_ONCE_ENV]} if KILL_ONCE_ENV in os.environ else {}
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0)
-    task = ray.remote(num_gpus=1 if gpus and grid.device != "cpu" else 0, max_retries=max_retries)(_evaluate)
+    task = ray.remote(num_gpus=1 if gpus and grid.device != "cpu" else 0, max_retries=max_retries)(task_body)
     x_ref, y_ref = ray.put(data.x.cpu()), ray.put(data.y.cpu())  # one copy in the object store for all tasks
     pending: dict[Any, Shard] = {}
     for unit in units:
@@ -99,8 +95,8 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store, *, address:
         ready, _ = ray.wait(list(pending), num_returns=1)
         shard = pending.pop(ready[0])
         result = ray.get(ready[0])  # raises after max_retries failed attempts: the driver stops, the DB keeps the rest
-        store.commit_shard(grid.run_id, shard.unit.key, result["rows"], result["examples"], shard.start, shard.stop,
-                           grid.n_examples, result["seconds"])
+        store.commit(grid.run_id, shard.unit.key, result["rows"], result["examples"], start=shard.start,
+                     stop=shard.stop, total=grid.n_examples, seconds=result["seconds"])
         bar.update(shard.stop - shard.start)
     bar.close()
     store.end_run(grid.run_id)

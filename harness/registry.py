@@ -9,7 +9,7 @@ import pluggy
 
 from harness import hookspecs
 from harness.errors import PluginError
-from harness.specs import Kind, PluginSpec
+from harness.specs import Command, Kind, PluginSpec
 
 _HOOKS = {
     Kind.ATTACK: "harness_attacks",
@@ -30,6 +30,7 @@ class Registry:
         for module in extra_modules:
             self._pm.register(module)
         self._specs: dict[Kind, dict[str, PluginSpec]] = {kind: {} for kind in Kind}
+        self._commands: dict[str, Command] = {}
         self._collect()
 
     def _distribution_of(self) -> dict[int, str]:
@@ -44,7 +45,7 @@ class Registry:
                 for spec in impl.function() or []:
                     if spec.kind is not kind:
                         raise PluginError(f"{dist} returned {spec.kind.value} plugin {spec.name!r} from {hook_name}")
-                    spec = PluginSpec(spec.name, spec.kind, spec.factory, spec.params, spec.description, dist)
+                    spec = spec.with_distribution(dist)
                     if spec.name in self._specs[kind]:
                         other = self._specs[kind][spec.name].distribution
                         raise PluginError(
@@ -52,6 +53,11 @@ class Registry:
                             "Uninstall one of them or rename the plugin."
                         )
                     self._specs[kind][spec.name] = spec
+        for impl in self._pm.hook.harness_commands.get_hookimpls():
+            for command in impl.function() or []:
+                if command.name in self._commands:
+                    raise PluginError(f"two plugin packages add the command {command.name!r}; uninstall one of them")
+                self._commands[command.name] = command
 
     def get(self, kind: Kind, name: str) -> PluginSpec:
         try:
@@ -62,8 +68,15 @@ class Registry:
     def names(self, kind: Kind) -> list[str]:
         return sorted(self._specs[kind])
 
+    def with_role(self, kind: Kind, role: object) -> list[PluginSpec]:
+        """The plugins of a kind that declare this role (e.g. the clean baseline, the reference defense)."""
+        return [spec for name, spec in sorted(self._specs[kind].items()) if spec.declared("role") == role]
+
     def all(self) -> list[PluginSpec]:
         return [spec for kind in Kind for spec in sorted(self._specs[kind].values(), key=lambda s: s.name)]
+
+    def commands(self) -> list[Command]:
+        return [self._commands[name] for name in sorted(self._commands)]
 
 
 def suggest(name: str, candidates: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -14,6 +15,10 @@ class Kind(str, Enum):
     DEFENSE = "defense"
     MODEL = "model"
     DATASET = "dataset"
+
+    @property
+    def plural(self) -> str:
+        return f"{self.value}s"
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class Param:
         origin = get_origin(self.type)
         if origin is Literal:
             return " | ".join(repr(a) for a in get_args(self.type))
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+        if origin in (typing.Union, types.UnionType):
             return " | ".join(_plain_name(a) for a in get_args(self.type))
         return _plain_name(self.type)
 
@@ -58,6 +63,23 @@ class PluginSpec:
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def declared(self, attribute: str, default: Any = None) -> Any:
+        """A class-level declaration of the plugin (its role, its presets), read without building it."""
+        return getattr(self.factory, attribute, default)
+
+    def with_distribution(self, distribution: str) -> PluginSpec:
+        return dataclasses.replace(self, distribution=distribution)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``harness`` sub-command that a plugin package adds (e.g. ``harness train``)."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None]     # adds its arguments to an argparse parser
+    run: Callable[[Any, Any], int]       # (parsed arguments, the plugin registry) -> exit code
 
 
 def param(default: Any = dataclasses.MISSING, help: str = "") -> Any:

@@ -1,142 +1,185 @@
 """The SQLite results store (sqlite-utils): runs, units and one row per evaluated example.
 
-A batch's rows and its unit's progress are written in one transaction, so a process killed at
-any moment (SIGKILL included) loses no committed batch and never leaves half of one.
+Tables are derived from the record types in ``harness.records``. A batch's rows, its shard record
+and its unit's progress are written in one transaction, so a process killed at any moment
+(SIGKILL included) loses no committed batch and never leaves half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable, Iterator
 
 import pandas as pd
 import sqlite_utils
 
-RESULT_KEY = ("run_id", "model", "attack", "defense", "repeat", "idx")
+from harness.errors import StoreError
+from harness.records import (APPLICATION_ID, RESULT_KEY, SCHEMA_VERSION, TABLES, ExampleRow, ResultRow, RunRecord,
+                             ShardRecord, UnitRecord, as_row, columns, from_row)
+
+BUSY_TIMEOUT_S = 120   # how long a writer waits for another process's transaction before giving up
 
 
 @dataclass(frozen=True)
 class UnitState:
-    done: int          # examples committed
+    done: int          # examples committed (a prefix of the unit)
     finished: bool
 
 
+def _sqlite_header(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
 class Store:
-    def __init__(self, path: str, *, readonly: bool = False):
-        self.path = path
-        if readonly:  # reports only read: never change a database someone handed us
-            conn = sqlite3.connect(f"file:{Path(path).expanduser().resolve()}?mode=ro", uri=True)
-            self.db = sqlite_utils.Database(conn)
+    """A results database. ``readonly=True`` never writes (reports, show, compare)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path, self.readonly = str(path), readonly
+        file = Path(path).expanduser()
+        if file.is_dir():
+            raise StoreError(f"{path} is a directory, not a results database. Fix: pass a file path, "
+                             "e.g. --db results/run.sqlite")
+        if readonly:
+            self.db = self._open_readonly(file)
+        else:
+            self.db = self._open_writable(file)
+        self._check_ours()
+
+    # --- opening ----------------------------------------------------------------------------
+    def _open_readonly(self, file: Path) -> sqlite_utils.Database:
+        if not file.exists():
+            raise StoreError(f"{self.path} does not exist; run a grid first: harness run --grid FILE")
+        if file.stat().st_size and not _sqlite_header(file):
+            raise StoreError(f"{self.path} is not an SQLite database (no SQLite header); pass the file that "
+                             "harness run wrote")
+        # immutable where we cannot write beside the file (an archive, a read-only mount): a WAL
+        # database would otherwise need its -shm file created even to be read
+        writable = os.access(file.parent, os.W_OK) and os.access(file, os.W_OK)
+        mode = "mode=ro" if writable else "immutable=1"
+        conn = sqlite3.connect(f"file:{file.resolve()}?{mode}", uri=True)
+        return sqlite_utils.Database(conn)
+
+    def _open_writable(self, file: Path) -> sqlite_utils.Database:
+        if file.exists() and file.stat().st_size and not _sqlite_header(file):
+            raise StoreError(f"{self.path} is not an SQLite database; it would be overwritten. Fix: pass a new "
+                             "file with --db, or move that file away")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(file, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            db = sqlite_utils.Database(conn)
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise StoreError(f"cannot write the results database {self.path}: {exc}. Fix: pass a writable "
+                             "location with --db") from None
+        return db
+
+    def _check_ours(self) -> None:
+        try:
+            app_id = self.db.execute("PRAGMA application_id").fetchone()[0]
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            tables = self.db.table_names()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} cannot be read as an SQLite database: {exc}") from None
+        if app_id == 0 and not tables:
+            if not self.readonly:
+                self._create()
             return
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(Path(path).expanduser())
-        self.db.enable_wal()
-        self._create()
+        if app_id != APPLICATION_ID:
+            raise StoreError(f"{self.path} is not a robustness-harness database (it holds tables "
+                             f"{', '.join(tables[:5]) or '(none)'}); it is left untouched. Fix: pass another file with --db")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written with results schema version {version}; this harness reads "
+                             f"version {SCHEMA_VERSION}. Fix: re-run the grid into a new file (--db NEW.sqlite), or "
+                             "read this one with the harness version that wrote it")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction. IMMEDIATE takes the write lock up front, so two processes queue (up to
+        BUSY_TIMEOUT_S) instead of failing when a read would have to be upgraded to a write."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.conn.commit()
 
     def _create(self) -> None:
-        if "runs" not in self.db.table_names():
-            self.db["runs"].create({
-                "run_id": str, "config_path": str, "config_text": str, "config_hash": str, "identity": str,
-                "attacks": str, "defenses": str, "models": str, "dataset": str, "n_examples": int,
-                "norm": str, "eps": float, "repeats": int, "git_commit": str, "versions": str, "device": str,
-                "started": float, "ended": float, "plugins": str, "classes": str, "dataset_display": str,
-                "precision": str,
-            }, pk="run_id")
-        if "units" not in self.db.table_names():
-            self.db["units"].create({
-                "run_id": str, "unit_key": str, "model": str, "attack": str, "defenses": str, "repeat": int,
-                "adaptive": int, "done": int, "total": int, "finished": int, "seconds": float, "updated": float,
-            }, pk=("run_id", "unit_key"))
-        if "results" not in self.db.table_names():
-            self.db["results"].create({
-                "run_id": str, "unit_key": str, "model": str, "attack": str, "defense": str, "repeat": int,
-                "idx": int, "adaptive": int, "label": int, "pred": int, "correct": int, "vote_frac": float,
-                "attack_s": float, "defense_s": float, "linf": float, "l2": float, "queries": int,
-                "grad_norm": float,
-            }, pk=RESULT_KEY)
-            self.db["results"].create_index(["run_id", "model", "defense", "repeat"])
-        if "examples" not in self.db.table_names():  # a few images per unit, for the reports' Figure 2c
-            self.db["examples"].create({
-                "run_id": str, "unit_key": str, "model": str, "attack": str, "defense": str, "repeat": int,
-                "idx": int, "label": int, "pred_adv": int, "pred_defended": int, "ssim_adv": float,
-                "ssim_defended": float, "clean_png": bytes, "adv_png": bytes, "defended_png": bytes,
-            }, pk=RESULT_KEY)
-        if "shards" not in self.db.table_names():  # example ranges finished by the Ray executor, in any order
-            self.db["shards"].create({"run_id": str, "unit_key": str, "start": int, "stop": int},
-                                     pk=("run_id", "unit_key", "start"))
+        with self._write():
+            for name, (record, pk) in TABLES.items():
+                self.db[name].create(columns(record), pk=pk if len(pk) > 1 else pk[0], if_not_exists=True)
+            self.db["results"].create_index(["run_id", "model", "defense", "repeat"], if_not_exists=True)
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- runs -------------------------------------------------------------------------------
-    def start_run(self, run: dict[str, Any]) -> None:
-        existing = self.db["runs"].rows_where("run_id = ?", [run["run_id"]])
-        previous = next(iter(existing), None)
-        if previous is not None:  # a resumed run keeps its first start time
-            run = {**run, "started": previous["started"]}
-        self.db["runs"].upsert(run, pk="run_id", alter=True)  # alter: databases written by older versions
+    def start_run(self, run: RunRecord) -> None:
+        """Record a run; a resumed run keeps its first start time and is marked unfinished again."""
+        row = as_row(run)
+        with self._write():
+            self.db["runs"].insert(row, ignore=True)
+            self.db["runs"].update(run.run_id, {k: v for k, v in row.items() if k not in ("run_id", "started")}
+                                   | {"ended": None})
 
     def end_run(self, run_id: str) -> None:
-        self.db["runs"].update(run_id, {"ended": time.time()})
+        with self._write():
+            self.db["runs"].update(run_id, {"ended": time.time()})
 
-    def runs(self) -> list[dict[str, Any]]:
+    def runs(self) -> list[RunRecord]:
         if "runs" not in self.db.table_names():
             return []
-        return list(self.db["runs"].rows_where(order_by="started"))
+        return [from_row(RunRecord, r) for r in self.db["runs"].rows_where(order_by="started")]
 
-    def run(self, run_id: str | None = None) -> dict[str, Any]:
+    def run(self, run_id: str | None = None) -> RunRecord:
         rows = self.runs()
         if not rows:
-            raise LookupError(f"{self.path} holds no runs yet; run a grid with: harness run --grid FILE")
+            raise StoreError(f"{self.path} holds no runs yet; run a grid with: harness run --grid FILE")
         if run_id is None:
             return rows[-1]
-        matches = [r for r in rows if r["run_id"].startswith(run_id)]
+        matches = [r for r in rows if r.run_id.startswith(run_id)]
         if len(matches) != 1:
-            raise LookupError(f"run {run_id!r} matches {len(matches)} runs in {self.path}; "
-                              f"known: {', '.join(r['run_id'] for r in rows)}")
+            raise StoreError(f"run {run_id!r} matches {len(matches)} runs in {self.path}; "
+                             f"known: {', '.join(r.run_id for r in rows)}")
         return matches[0]
 
     # --- units ------------------------------------------------------------------------------
+    def register_units(self, units: Iterable[UnitRecord]) -> None:
+        """Record units not yet known (a resumed run keeps its progress)."""
+        with self._write():
+            self.db["units"].insert_all((as_row(u) for u in units), ignore=True)
+
     def unit_state(self, run_id: str, key: str) -> UnitState:
         row = next(iter(self.db["units"].rows_where("run_id = ? and unit_key = ?", [run_id, key])), None)
         return UnitState(0, False) if row is None else UnitState(row["done"], bool(row["finished"]))
 
-    def register_unit(self, run_id: str, key: str, fields: dict[str, Any]) -> None:
-        if self.db["units"].count_where("run_id = ? and unit_key = ?", [run_id, key]) == 0:
-            self.db["units"].insert({"run_id": run_id, "unit_key": key, "done": 0, "finished": 0,
-                                     "seconds": 0.0, "updated": time.time(), **fields})
-
-    def commit_batch(self, run_id: str, key: str, rows: Iterable[dict[str, Any]], done: int, finished: bool,
-                     seconds: float, examples: Iterable[dict[str, Any]] = ()) -> None:
-        """The batch's rows (and saved example images) and the unit's progress, atomically."""
-        with self.db.atomic():
-            self.db["results"].insert_all(rows, pk=RESULT_KEY, replace=True, alter=True)
-            self.db["examples"].insert_all(examples, pk=RESULT_KEY, replace=True)
-            self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
-                            "WHERE run_id = ? AND unit_key = ?",
-                            [done, int(finished), seconds, time.time(), run_id, key])
-
     def finished_shards(self, run_id: str, key: str) -> set[int]:
-        if "shards" not in self.db.table_names():
-            return set()
         return {r["start"] for r in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key])}
 
-    def commit_shard(self, run_id: str, key: str, rows: list[dict[str, Any]], examples: list[dict[str, Any]],
-                     start: int, stop: int, total: int, seconds: float) -> None:
-        """A shard's rows and its record, atomically; ``units.done`` advances over the finished prefix only."""
-        with self.db.atomic():
-            self.db["results"].insert_all(rows, pk=RESULT_KEY, replace=True, alter=True)
-            self.db["examples"].insert_all(examples, pk=RESULT_KEY, replace=True)
-            self.db["shards"].insert({"run_id": run_id, "unit_key": key, "start": start, "stop": stop},
-                                     pk=("run_id", "unit_key", "start"), replace=True)
+    def commit(self, run_id: str, key: str, rows: Iterable[ResultRow], examples: Iterable[ExampleRow], *,
+               start: int, stop: int, total: int, seconds: float) -> None:
+        """Rows of the example range [start, stop) of a unit, its shard record and the unit's progress, atomically.
+
+        ``units.done`` advances over the finished prefix only, so ranges may be committed in any order.
+        """
+        with self._write():
+            self.db["results"].insert_all((as_row(r) for r in rows), pk=RESULT_KEY, replace=True)
+            self.db["examples"].insert_all((as_row(e) for e in examples), pk=RESULT_KEY, replace=True)
+            self.db["shards"].insert(as_row(ShardRecord(run_id, key, start, stop)), replace=True)
             done = self.unit_state(run_id, key).done
-            for row in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key], order_by="start"):
-                if row["start"] <= done:
-                    done = max(done, row["stop"])
+            for shard in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key], order_by="start"):
+                if shard["start"] <= done:
+                    done = max(done, shard["stop"])
             self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
-                            "WHERE run_id = ? AND unit_key = ?", [done, int(done >= total), seconds, time.time(),
-                                                                   run_id, key])
+                            "WHERE run_id = ? AND unit_key = ?",
+                            [done, int(done >= total), seconds, time.time(), run_id, key])
 
     def units(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame(list(self.db["units"].rows_where("run_id = ?", [run_id], order_by="rowid")))
@@ -151,13 +194,12 @@ class Store:
                "WHERE run_id = ? GROUP BY model, defense, attack, repeat")
         return pd.read_sql_query(sql, self.db.conn, params=[run_id])
 
-    def worst_case(self, run_id: str, attacks: list[str] | None = None) -> pd.DataFrame:
-        """Per (model, defense, repeat): the share of examples correct under every attack, clean included.
+    def worst_case(self, run_id: str, attacks: list[str]) -> pd.DataFrame:
+        """Per (model, defense, repeat): the share of examples correct under every attack in ``attacks``.
 
-        Only examples evaluated under all of the run's attacks count, so a partial run does not
-        report an inflated worst case; ``n`` says how many examples that is.
+        Only examples evaluated under all of them count, so a partial run does not report an
+        inflated worst case; ``n`` says how many examples that is.
         """
-        attacks = attacks if attacks is not None else json.loads(self.run(run_id)["attacks"])
         marks = ", ".join("?" for _ in attacks)
         sql = f"""
             SELECT model, defense, repeat, AVG(all_correct) AS acc, COUNT(*) AS n FROM (
@@ -167,3 +209,6 @@ class Store:
                 HAVING COUNT(DISTINCT attack) = ?
             ) GROUP BY model, defense, repeat"""
         return pd.read_sql_query(sql, self.db.conn, params=[run_id, *attacks, len(attacks)])
+
+    def plugin_entries(self, run_id: str, kind: str) -> list[dict]:
+        return json.loads(self.run(run_id).plugins)[kind]

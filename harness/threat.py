@@ -43,12 +43,16 @@ class ThreatModel:
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         return distance(x_adv, x, self.norm)
 
+    def excess(self, x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per example, how far x_adv lies outside the ball (distance − ε) and outside [0,1] (≤ 0 inside)."""
+        flat = x_adv.flatten(1)
+        outside_box = torch.maximum(-flat.amin(dim=1), flat.amax(dim=1) - 1)
+        return self.distance(x_adv, x) - self.eps, outside_box
+
     def contains(self, x_adv: Tensor, x: Tensor, tol: float = 1e-5) -> Tensor:
         """Boolean (N,): inside the ball and inside [0,1], each up to ``tol``."""
-        in_ball = self.distance(x_adv, x) <= self.eps + tol
-        flat = x_adv.flatten(1)
-        in_box = (flat.amin(dim=1) >= -tol) & (flat.amax(dim=1) <= 1 + tol)
-        return in_ball & in_box
+        ball, box = self.excess(x_adv, x)
+        return (ball <= tol) & (box <= tol)
 
     def random_start(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """A uniform point of the L∞ ball, or a random direction with uniform radius in L2."""

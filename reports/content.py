@@ -12,22 +12,14 @@ from typing import Any
 
 import pandas as pd
 
+from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, cells, worst_columns
 from harness.analytics import flip_counts, reference_defense
+from harness.interfaces import Role
+from harness.records import RunRecord
 from harness.store import Store
-from harness.summary import WORST, WORST_ADAPTIVE, WORST_TRANSFER, worst_columns
-from reports.stats import wilson
-
-CLEAN = "clean"
-COLUMN_NAMES = {CLEAN: "Nat-Acc.", WORST: "Worst Case", WORST_TRANSFER: "Worst Case (transfer)",
-                WORST_ADAPTIVE: "Worst Case (adaptive)"}
-# the paper's names for built-in plugins, used where the grid kept the default label (the plugin's name)
-PAPER_NAMES = {"none": "−", "random": "Random", "hedge": "Hedge", "hedge-random-class": "Hedge (random class)",
-               "pgd": "PGD", "cw": "CW", "deepfool": "DeepFool", "apgd-ce": "APGD-CE", "apgd-t": "APGD-T",
-               "fab-t": "FAB-T", "square": "Square", "rays": "RayS", "autoattack": "AutoAttack",
-               "adaptive": "Adaptive", "reverse-hedge": "Reverse Hedge", "hedge-aware": "Hedge-aware",
-               "daa-white": "DAA (white)", "daa-black": "DAA (black)"}
-CIFAR_JPEG_CAVEAT = ("The images are a JPEG re-encoding of the CIFAR-10 test set, not the original PNG-exact "
-                     "images: accuracies are close to, but not the same as, those on CIFAR-10.")
+from harness_reports.naming import COLUMN_NAMES, display_names, with_role
+from harness_reports.stats import wilson
+from harness_reports.warnings import automatic_checks
 
 
 @dataclass(frozen=True)
@@ -180,15 +172,6 @@ class ReportContent:
     missing: tuple[str, ...]       # what a partial or empty run lacks
 
 
-def display_names(plugins: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Label → the name tables print: the paper's name where the grid kept a built-in plugin's default label."""
-    names = {}
-    for kind in ("attacks", "defenses"):
-        for e in plugins[kind]:
-            names[e["label"]] = PAPER_NAMES.get(e["label"], e["label"]) if e["label"] == e["plugin"] else e["label"]
-    return names
-
-
 def empty_content(reason: str) -> ReportContent:
     return ReportContent(None, None, None, (), False, (), (), (), (), (), (reason,))
 
@@ -196,23 +179,6 @@ def empty_content(reason: str) -> ReportContent:
 def _cell(mean: float, std: float, repeats: int, n: int) -> Cell:
     low, high = wilson(mean / 100, n)
     return Cell(mean=mean, std=std, repeats=repeats, n=n, low=low * 100, high=high * 100)
-
-
-def cell_frame(store: Store, run_id: str) -> pd.DataFrame:
-    """model, defense, key (attack label or worst-case key), mean, std (in %), repeats, n (examples per repeat)."""
-    frames = [store.accuracy(run_id).rename(columns={"attack": "key"})]
-    for key, attacks in worst_columns(store, run_id).items():
-        worst = store.worst_case(run_id, attacks)
-        if not worst.empty:
-            frames.append(worst.assign(key=key))
-    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
-        else pd.DataFrame(columns=["model", "defense", "key", "repeat", "acc", "n"])
-    if frame.empty:
-        return pd.DataFrame(columns=["model", "defense", "key", "mean", "std", "repeats", "n"])
-    grouped = frame.groupby(["model", "defense", "key"], sort=False)
-    out = pd.DataFrame({"mean": grouped["acc"].mean() * 100, "std": grouped["acc"].std(ddof=1).fillna(0.0) * 100,
-                        "repeats": grouped["acc"].count(), "n": grouped["n"].min()})
-    return out.reset_index()
 
 
 def _table(cells: pd.DataFrame, models: list[str], defenses: list[str], keys: list[str], names: dict[str, str], *,
@@ -243,56 +209,44 @@ def _units(store: Store, run_id: str) -> tuple[UnitFact, ...]:
                           int(r.total), float(r.seconds)) for r in units.itertuples())
 
 
-def _facts(store: Store, run: dict[str, Any]) -> Facts:
-    identity = json.loads(run["identity"])
-    display = run.get("dataset_display") or run["dataset"]
-    plugin = identity["dataset"]["plugin"]
+def _facts(store: Store, run: RunRecord) -> Facts:
     return Facts(
-        run_id=run["run_id"], config_path=run["config_path"], config_text=run["config_text"], dataset=display,
-        dataset_caveat=CIFAR_JPEG_CAVEAT if plugin == "cifar10-jpeg" else None, n_examples=run["n_examples"],
-        norm=run["norm"], eps=run["eps"], repeats=run["repeats"], device=run["device"],
-        precision=run.get("precision") or "fp32", git_commit=run["git_commit"] or "(unknown)",
-        versions=json.loads(run["versions"] or "{}"), started=run["started"], ended=run["ended"],
-        units=_units(store, run["run_id"]))
+        run_id=run.run_id, config_path=run.config_path, config_text=run.config_text, dataset=run.dataset_display,
+        dataset_caveat=run.dataset_caveat, n_examples=run.n_examples, norm=run.norm, eps=run.eps,
+        repeats=run.repeats, device=run.device, precision=run.precision,
+        git_commit=run.harness_commit or "(unknown)", versions=json.loads(run.versions), started=run.started,
+        ended=run.ended, units=_units(store, run.run_id))
 
 
-def plugin_facts(run: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Resolved plugin entries; databases written before they were recorded fall back to the grid's own values."""
-    if run.get("plugins"):
-        return json.loads(run["plugins"])
-    identity = json.loads(run["identity"])
-    return {kind: [{**e, "params": e.get("params", {})} for e in identity[kind]] for kind in ("attacks", "defenses", "models")}
-
-
-def _missing(store: Store, run: dict[str, Any], units: tuple[UnitFact, ...]) -> list[str]:
+def _missing(store: Store, run: RunRecord, units: tuple[UnitFact, ...]) -> list[str]:
     notes = []
     if not units:
-        notes.append(f"run {run['run_id']} has no work units recorded: it stopped before any work started.")
+        notes.append(f"run {run.run_id} has no work units recorded: it stopped before any work started.")
     for u in units:
         if u.done < u.total:
             notes.append(f"{u.model} × {u.attack} (repeat {u.repeat}, defenses {u.defenses}): "
                          f"{u.done} of {u.total} examples done" + (" — not started" if u.done == 0 else ""))
     if notes and units:
         notes.append("Cells of unfinished units cover only the finished examples; worst cases count only examples "
-                     "evaluated under every attack. Resume with: harness run --grid " + run["config_path"])
+                     "evaluated under every attack. Resume with: harness run --grid " + run.config_path)
     return notes
 
 
-def _adaptive_rows(cells: pd.DataFrame, models: list[str], defenses: list[dict[str, Any]],
+def _adaptive_rows(cells: pd.DataFrame, models: list[str], defenses: list[str],
                    names: dict[str, str]) -> tuple[AdaptiveRow, ...]:
     lookup = {(r.model, r.defense, r.key): _cell(r.mean, r.std, int(r.repeats), int(r.n)) for r in cells.itertuples()}
-    return tuple(AdaptiveRow(m, names.get(d["label"], d["label"]), lookup.get((m, d["label"], WORST_TRANSFER)),
-                             lookup.get((m, d["label"], WORST_ADAPTIVE)))
-                 for m in models for d in defenses if d["plugin"] != "none")
+    return tuple(AdaptiveRow(m, names.get(d, d), lookup.get((m, d, WORST_TRANSFER)), lookup.get((m, d, WORST_ADAPTIVE)))
+                 for m in models for d in defenses)
 
 
-def _flips(store: Store, run_id: str, names: dict[str, str], order: list[str]) -> tuple[FlipRow, ...]:
-    counts = flip_counts(store, run_id)
+def _flips(store: Store, run: RunRecord, names: dict[str, str], order: list[str]) -> tuple[FlipRow, ...]:
+    counts = flip_counts(store, run.run_id)
     if counts.empty:
         return ()
     rank = {label: i for i, label in enumerate(order)}  # grid order: models, then attacks, then defenses
     counts = counts.sort_values(["model", "attack", "defense"], key=lambda col: col.map(rank), kind="stable")
-    counts = counts[counts.attack != CLEAN] if (counts.attack != CLEAN).any() else counts
+    attacked = ~counts.attack.isin(with_role(run, "attacks", Role.BASELINE))
+    counts = counts[attacked] if attacked.any() else counts
     mean = counts.groupby(["model", "attack", "defense"], sort=False)[["FtoT", "TtoF", "FtoF", "n"]].mean().reset_index()
     return tuple(FlipRow(r.model, names.get(r.attack, r.attack), names.get(r.defense, r.defense), float(r.FtoT), float(r.TtoF), float(r.FtoF), int(r.n))
                  for r in mean.itertuples())
@@ -329,15 +283,16 @@ def _value(entry: dict[str, Any], parameter: str) -> float:
     return float(entry["eps"] if parameter == "eps" else entry["params"][parameter])
 
 
-def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], plugins: dict[str, list[dict]],
+def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], run: RunRecord,
             worst_keys: list[str], names: dict[str, str]) -> tuple[list[Sweep], list[HeatMap]]:
     acc = {(r.model, r.defense, r.key): float(r.mean) for r in cells.itertuples()}
     n = (lambda label: names.get(label, label))
     flip = {(f.model, f.attack, f.defense): f for f in flips}
-    attacks = [a for a in plugins["attacks"] if a["plugin"] != CLEAN]
+    plugins = {kind: run.entries(kind) for kind in ("attacks", "defenses")}
+    attacks = [a for a in plugins["attacks"] if a.get("role") != Role.BASELINE.value]
     defenses = plugins["defenses"]
     sweeps, heatmaps = [], []
-    defense_families = _families([d for d in defenses if d["plugin"] != "none"], ("eps_d", "steps"))
+    defense_families = _families([d for d in defenses if d.get("role") != Role.REFERENCE.value], ("eps_d", "steps"))
     attack_families = _families(attacks, ("eps",))
     for model in models:
         for plugin, parameter, family in defense_families:
@@ -368,15 +323,17 @@ def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], 
     return sweeps, heatmaps
 
 
-def _examples(store: Store, run_id: str, classes: list[str], reference: str | None, names: dict[str, str],
-              per_kind: int = 3) -> tuple[Example, ...]:
+def _examples(store: Store, run: RunRecord, names: dict[str, str], per_kind: int = 3) -> tuple[Example, ...]:
     """A few FtoT and TtoF examples (Figure 2c): the defense changed the bare model's verdict on them."""
-    if "examples" not in store.db.table_names() or reference is None:
+    reference, classes = reference_defense(run), json.loads(run.classes)
+    if reference is None:
         return ()
-    rows = list(store.db.query(
+    baselines = with_role(run, "attacks", Role.BASELINE)
+    rows = [r for r in store.db.query(
         "SELECT e.* FROM examples e JOIN units u ON u.run_id = e.run_id AND u.unit_key = e.unit_key "
-        "WHERE e.run_id = ? AND e.defense != ? AND u.adaptive = 0 AND e.attack != ? "
-        "ORDER BY e.model, e.attack, e.defense, e.repeat, e.idx", [run_id, reference, CLEAN]))
+        "WHERE e.run_id = ? AND e.defense != ? AND u.adaptive = 0 "
+        "ORDER BY e.model, e.attack, e.defense, e.repeat, e.idx", [run.run_id, reference])
+        if r["attack"] not in baselines]
     name = (lambda c: classes[c] if 0 <= c < len(classes) else str(c))
     chosen: dict[str, list[Example]] = {"FtoT": [], "TtoF": []}
     seen: set[tuple[str, int]] = set()  # one image once: repeats and attacks often flip the same example
@@ -394,31 +351,28 @@ def _examples(store: Store, run_id: str, classes: list[str], reference: str | No
 
 def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     """Everything a report shows, for one run (the latest when ``run_id`` is None)."""
-    from reports.checks import automatic_checks
-
     if not store.runs():
         return empty_content(f"{store.path} holds no runs yet: run a grid first (harness run --grid FILE).")
     run = store.run(run_id)
-    rid = run["run_id"]
     facts = _facts(store, run)
-    models, defenses = json.loads(run["models"]), json.loads(run["defenses"])
-    attacks = json.loads(run["attacks"])
-    worst = list(worst_columns(store, rid))
-    keys = [CLEAN] + [a for a in attacks if a != CLEAN] + worst
-    cells = cell_frame(store, rid)
+    models, defenses, attacks = run.labels("models"), run.labels("defenses"), run.labels("attacks")
+    worst = list(worst_columns(run))
+    baselines = with_role(run, "attacks", Role.BASELINE)
+    keys = baselines + [a for a in attacks if a not in baselines] + worst
+    table_cells = cells(store, run)
     missing = _missing(store, run, facts.units)
-    if cells.empty:
+    if table_cells.empty:
         missing.append("no results are stored for this run yet, so there is nothing to tabulate.")
-    plugins = plugin_facts(run)
-    names = display_names(plugins)
-    flips = _flips(store, rid, names, models + attacks + defenses)
-    sweeps, heatmaps = _sweeps(cells, flips, models, plugins, worst, names)
+    names = display_names(run)
+    flips = _flips(store, run, names, models + attacks + defenses)
+    sweeps, heatmaps = _sweeps(table_cells, flips, models, run, worst, names)
     has_adaptive = WORST_ADAPTIVE in worst
+    test_time = [d for d in defenses if d not in with_role(run, "defenses", Role.REFERENCE)]
     return ReportContent(
         facts=facts,
-        main=None if cells.empty else _table(cells, models, defenses, keys, names, std=False),
-        std=None if cells.empty else _table(cells, models, defenses, keys, names, std=True),
-        adaptive=_adaptive_rows(cells, models, plugins["defenses"], names) if has_adaptive else (),
+        main=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=False),
+        std=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=True),
+        adaptive=_adaptive_rows(table_cells, models, test_time, names) if has_adaptive else (),
         has_adaptive=has_adaptive, flips=flips, sweeps=tuple(sweeps), heatmaps=tuple(heatmaps),
-        examples=_examples(store, rid, json.loads(run.get("classes") or "[]"), reference_defense(store, rid), names),
-        warnings=tuple(automatic_checks(store, run, cells, plugins, names)), missing=tuple(missing))
+        examples=_examples(store, run, names),
+        warnings=tuple(automatic_checks(store, run, table_cells, names)), missing=tuple(missing))

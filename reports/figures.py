@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from reports.content import Example, FlipRow, HeatMap, ReportContent, Sweep  # noqa: E402
+from harness_reports.content import Example, FlipRow, HeatMap, ReportContent, Sweep  # noqa: E402
 
 plt.rcParams.update({"svg.hashsalt": "robustness-harness", "font.size": 9, "axes.spines.top": False,
                      "axes.spines.right": False})

@@ -13,8 +13,9 @@ from typing import Iterable
 
 import jinja2
 
-from reports.content import Cell, ReportContent, build_content, empty_content
-from reports.figures import radius_text, render_figures
+from harness_reports.content import Cell, ReportContent, build_content, empty_content
+from harness_reports.figures import radius_text, render_figures
+from harness.errors import HarnessError
 from harness.store import Store
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -87,19 +88,29 @@ def render_latex(content: ReportContent, figures: list, out: Path) -> list[Path]
     return paths
 
 
-def write_report(db: str | Path, out: str | Path, formats: Iterable[str] = FORMATS,
+def parse_formats(text: str | Iterable[str]) -> list[str]:
+    """Report formats from "html,latex" (or a list); an unknown or empty choice is an error naming the allowed ones."""
+    formats = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise HarnessError(f"--format {','.join(formats)!r}: unknown format(s) {', '.join(unknown) or '(none given)'}; "
+                           f"choose from {', '.join(FORMATS)}, comma-separated")
+    return formats
+
+
+def write_report(db: str | Path, out: str | Path, formats: str | Iterable[str] = FORMATS,
                  run_id: str | None = None) -> list[Path]:
     """Render the report of one run (the latest by default) into ``out``; returns the files written."""
-    formats = list(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown report format(s) {', '.join(map(repr, unknown))}; choose from {', '.join(FORMATS)}")
-    if not Path(db).expanduser().exists():
-        raise FileNotFoundError(f"{db}: no such results database; pass the db a grid wrote to "
-                                "(harness run --grid FILE prints it)")
+    formats = parse_formats(formats)
+    store = Store(db, readonly=True)  # refuses what is missing, not SQLite, or not ours, before anything is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    content = build_content(Store(str(db), readonly=True), run_id) if Path(db).stat().st_size \
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out} is a file; the report needs a folder. Fix: pass a new or existing folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"--out {out}: cannot create the report folder: {exc}") from None
+    content = build_content(store, run_id) if Path(db).expanduser().stat().st_size \
         else empty_content(f"{db} is empty: no run has written to it yet.")
     figures = render_figures(content, out / "figures")
     written: list[Path] = []

@@ -7,11 +7,11 @@ ensembles run on CIFAR only under `-m slow`.
 
 from __future__ import annotations
 
-from plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
-from plugins.attacks.deepfool import DeepFool
-from plugins.attacks.pgd import CW, PGD
-from plugins.attacks.rays import RayS
-from plugins.attacks.torchattacks_bridge import TorchAttacks
+from harness_plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
+from harness_plugins.attacks.deepfool import DeepFool
+from harness_plugins.attacks.pgd import CW, PGD
+from harness_plugins.attacks.rays import RayS
+from harness_plugins.attacks.torchattacks_bridge import TorchAttacks
 
 ATTACKS = [
     ("pgd-linf", lambda: PGD(steps=10, step_size=2 / 255), "Linf", True),

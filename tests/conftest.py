@@ -36,13 +36,13 @@ def registry():
 
 @pytest.fixture(scope="session")
 def digits():
-    from plugins.datasets.digits import Digits
+    from harness_plugins.datasets.digits import Digits
 
     return Digits().load(200)
 
 
 def _digits_model(path: Path):
-    from plugins.models.checkpoint import Checkpoint
+    from harness_plugins.models.checkpoint import Checkpoint
 
     return Checkpoint(arch="small-cnn", path=str(path), dataset="digits", in_channels=1).load(torch.device("cpu")).module
 
@@ -59,13 +59,13 @@ def digits_standard():
 
 @pytest.fixture(scope="session")
 def cifar():
-    from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+    from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg
 
     return Cifar10Jpeg(root=str(shared_file("data/cifar10-jpeg/test.npz").parent)).load(20)
 
 
 def _cifar_model(name: str):
-    from plugins.models.checkpoint import Checkpoint
+    from harness_plugins.models.checkpoint import Checkpoint
 
     path = shared_file(f"models/cifar10-jpeg/{name}.pt")
     return Checkpoint(arch="robustbench:cifar10:Linf:Wong2020Fast", path=str(path)).load(torch.device("cpu")).module
@@ -91,6 +91,18 @@ plugin = "hedge"
 eps_d = 0.1
 steps = {steps}
 step_size = 0.025
+"""
+
+
+# A small grid of one gradient attack and one query attack, used where a test needs a little of each.
+PGD_AND_SQUARE = """
+[[attacks]]
+plugin = "pgd"
+steps = 5
+step_size = 0.025
+[[attacks]]
+plugin = "square"
+n_queries = 50
 """
 
 

@@ -8,11 +8,11 @@ import torchattacks
 
 from conftest import shared_file
 from harness.threat import Norm, ThreatModel
-from plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
-from plugins.attacks.deepfool import DeepFool
-from plugins.attacks.pgd import PGD
-from plugins.attacks.rays import RayS
-from plugins.attacks.seeded import seed_from
+from harness_plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
+from harness_plugins.attacks.deepfool import DeepFool
+from harness_plugins.attacks.pgd import PGD
+from harness_plugins.attacks.rays import RayS
+from harness_plugins.attacks.seeded import seed_from
 
 
 def gen(seed=0):
@@ -34,7 +34,7 @@ def _pgd_parity(model, x, y, eps, steps, alpha):
 
 
 def test_pgd_matches_torchattacks_on_the_digits_test_set(digits_robust):
-    from plugins.datasets.digits import Digits
+    from harness_plugins.datasets.digits import Digits
 
     data = Digits().load(497)
     ours, theirs = _pgd_parity(digits_robust, data.x, data.y, 0.1, 20, 0.025)
@@ -43,7 +43,7 @@ def test_pgd_matches_torchattacks_on_the_digits_test_set(digits_robust):
 
 @pytest.mark.slow
 def test_pgd_matches_torchattacks_on_500_cifar_images(cifar_robust):
-    from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+    from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg
 
     data = Cifar10Jpeg(root=str(shared_file("data/cifar10-jpeg/test.npz").parent)).load(500)
     ours, theirs = _pgd_parity(cifar_robust, data.x, data.y, 8 / 255, 20, 2 / 255)
@@ -119,7 +119,7 @@ def test_rays_stores_queries_per_example_through_the_runner(tmp_path, registry):
 
 @pytest.mark.slow
 def test_rays_fools_the_standard_cifar_model(cifar_standard):
-    from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+    from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg
 
     data = Cifar10Jpeg(root=str(shared_file("data/cifar10-jpeg/test.npz").parent)).load(50)  # ~10 min on 2 cores
     keep = correct(cifar_standard, data.x, data.y)

@@ -8,8 +8,8 @@ import torch
 from attack_table import ATTACKS, EPS
 from harness.checks import check_attack_output
 from harness.threat import Norm, ThreatModel
-from plugins.attacks.autoattack_bridge import Square
-from plugins.attacks.rays import RayS
+from harness_plugins.attacks.autoattack_bridge import Square
+from harness_plugins.attacks.rays import RayS
 
 
 def accuracy(model, x, y) -> float:
@@ -42,8 +42,8 @@ def test_attack_on_digits_models(name, make, norm, on_cifar, digits, digits_robu
 # stop early (each example as soon as it is fooled), so the full budget costs little there.
 PAPER_BUDGET = {"square-linf": lambda: Square(), "square-l2": lambda: Square(), "rays-linf": lambda: RayS()}
 # Measured on these 20 images (CPU, this commit): Square-L2 at ε = 0.5 with 5,000 queries leaves 4 of 20
-# standard-model images correct (L∞ Square and RayS leave none). That is pyautoattack's own Square,
-# which the parity test shows ours reproduces exactly; the near-0 claim is for L∞ at 8/255.
+# standard-model images correct (L∞ Square and RayS leave none). That is pyautoattack's own Square, which
+# test_attack_parity.py shows ours reproduces exactly; "near 0" is a claim for L∞ at 8/255.
 NEAR_ZERO = {"square-l2": 0.25}
 
 CIFAR_CASES = [pytest.param(*a[:3], marks=() if a[3] else pytest.mark.slow, id=a[0]) for a in ATTACKS]

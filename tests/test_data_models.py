@@ -12,9 +12,9 @@ import torch
 
 from conftest import DIGITS_ROBUST, shared_file
 from harness.errors import DataError, PluginError
-from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
-from plugins.datasets.digits import Digits
-from plugins.models.checkpoint import Checkpoint
+from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+from harness_plugins.datasets.digits import Digits
+from harness_plugins.models.checkpoint import Checkpoint
 
 CPU = torch.device("cpu")
 
@@ -87,7 +87,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
 def test_corrupt_and_truncated_checkpoints(tmp_path):
     data = DIGITS_ROBUST.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"cut.pt is truncated or corrupt"):
+    with pytest.raises(DataError, match=r"cut.pt is not a readable torch.save file \(truncated, corrupt"):
         Checkpoint(arch="small-cnn", path=str(tmp_path / "cut.pt"), dataset="digits", in_channels=1).load(CPU)
     with pytest.raises(DataError, match=r"checkpoint .*nope.pt not found"):
         Checkpoint(arch="small-cnn", path=str(tmp_path / "nope.pt"), dataset="digits").load(CPU)

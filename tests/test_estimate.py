@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import digits_grid, none_and_hedge, harness_cli
+from conftest import PGD_AND_SQUARE, digits_grid, harness_cli, none_and_hedge
 from harness.config import load_grid
 from harness.estimate import Calibration, estimate
 from harness.interfaces import Passes
@@ -12,15 +12,7 @@ from harness.plan import plan, unit_cost
 from harness.runner import run_grid
 from harness.store import Store
 
-ATTACKS = """
-[[attacks]]
-plugin = "pgd"
-steps = 5
-step_size = 0.025
-[[attacks]]
-plugin = "square"
-n_queries = 50
-"""
+ATTACKS = PGD_AND_SQUARE
 DEFENSES = none_and_hedge(steps=3)
 
 
@@ -71,7 +63,7 @@ def test_adaptive_cost_counts_its_majority_vote_checks(tmp_path, registry):
                                      extra="votes = 3"), registry)
         hedge = next(u for u in plan(grid, registry) if u.adaptive and u.defenses[0].plugin == "hedge")
         costs[success] = unit_cost(hedge, grid, registry)
-    from plugins.defenses.hedge import Hedge
+    from harness_plugins.defenses.hedge import Hedge
 
     scored = Hedge(eps_d=0.1, steps=3, step_size=0.025).passes() + Passes(1, 0)  # the defense, then the prediction
     checks = 1 + 2 * 2                                   # the clean check, then two candidates per target class

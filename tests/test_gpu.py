@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("name,make,norm,on_cifar", ATTACKS, ids=[a[0] for a in ATTACKS])
 def test_every_attack_runs_batched_on_cuda(name, make, norm, on_cifar, digits):
-    from plugins.models.checkpoint import Checkpoint
+    from harness_plugins.models.checkpoint import Checkpoint
 
     device = torch.device("cuda")
     model = Checkpoint(arch="small-cnn", path=str(DIGITS_ROBUST), dataset="digits", in_channels=1).load(device).module
@@ -41,7 +41,7 @@ def test_grid_runs_on_cuda(tmp_path, registry):
     store = Store(grid.db)
     rows = store.results(run_grid(grid, registry, store=store, progress=False))
     assert len(rows) == 64 * 2 * 2 + 64 * 2   # clean and pgd × 2 defenses, adaptive × 1 defense each
-    assert store.run(grid.run_id)["device"] == torch.cuda.get_device_name()
+    assert store.run(grid.run_id).device == torch.cuda.get_device_name()
 
 
 @pytest.mark.parametrize("extra", ['precision = "tf32"', 'precision = "bf16"\nchannels_last = true',

@@ -6,8 +6,8 @@ import torch
 
 from harness.losses import kl_uniform, sum_ce
 from harness.threat import Norm, ThreatModel
-from plugins.defenses.basic import RandomNoise
-from plugins.defenses.hedge import Hedge
+from harness_plugins.defenses.basic import RandomNoise
+from harness_plugins.defenses.hedge import Hedge
 from benchmarks.reference_loops import released_hedge
 
 

@@ -14,9 +14,9 @@ import torch
 
 from conftest import REPO, harness_cli, shared_file
 from harness.errors import DataError, PluginError
-from plugins.datasets.cifar_pickle import Cifar10, Cifar100
-from plugins.datasets.idx import FashionMNIST, read_idx
-from plugins.models.zoo import AutoAttackExample, RobustBenchModel
+from harness_plugins.datasets.cifar_pickle import Cifar10, Cifar100
+from harness_plugins.datasets.idx import FashionMNIST, read_idx
+from harness_plugins.models.zoo import AutoAttackExample, RobustBenchModel
 
 CPU = torch.device("cpu")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -109,6 +109,9 @@ def test_robustbench_plugin_loads_a_shared_checkpoint_from_model_dir(tmp_path, c
 
 
 def test_robustbench_offline_error_names_the_file(tmp_path, monkeypatch):
+    from harness.compat import import_robustbench
+
+    import_robustbench()
     import robustbench.utils
 
     def offline(*args, **kwargs):
@@ -119,9 +122,10 @@ def test_robustbench_offline_error_names_the_file(tmp_path, monkeypatch):
         RobustBenchModel(name="Carmon2019Unlabeled", model_dir=str(tmp_path)).load(CPU)
     message = str(info.value)
     assert f"is not in {tmp_path}/cifar10/Linf/Carmon2019Unlabeled.pt and could not be downloaded here (ConnectionError)" in message
-    assert "load_model('Carmon2019Unlabeled'" in message and "Traceback" not in message
+    assert "fetch Google Drive id" in message and "Traceback" not in message
+    assert not (tmp_path / "cifar10" / "Linf" / "Carmon2019Unlabeled.pt").exists()  # no half-written file left
     with pytest.raises(PluginError, match=r"RobustBench has no cifar10 Linf model 'Carmon2019Unlabelled'; did you mean"):
-        RobustBenchModel(name="Carmon2019Unlabelled", model_dir=str(tmp_path)).validate()
+        RobustBenchModel(name="Carmon2019Unlabelled", model_dir=str(tmp_path)).check()
 
 
 def test_dry_run_validates_the_paper_grid_and_lists_files():
@@ -131,8 +135,8 @@ def test_dry_run_validates_the_paper_grid_and_lists_files():
 
 
 def test_trainer_resumes_an_interrupted_run(tmp_path, monkeypatch):
-    import harness.train as train_module
-    from plugins.datasets.digits import Digits, digits_arrays
+    import harness_plugins.models.train as train_module
+    from harness_plugins.datasets.digits import Digits, digits_arrays
 
     x, y = digits_arrays("train")
     test = Digits().load(100)
@@ -161,8 +165,8 @@ def test_trainer_resumes_an_interrupted_run(tmp_path, monkeypatch):
 
 
 def test_every_training_method_runs_an_epoch(tmp_path):
-    from harness.train import TrainConfig, train
-    from plugins.datasets.digits import Digits, digits_arrays
+    from harness_plugins.models.train import TrainConfig, train
+    from harness_plugins.datasets.digits import Digits, digits_arrays
 
     x, y = digits_arrays("train")
     test = Digits().load(100)
@@ -174,7 +178,7 @@ def test_every_training_method_runs_an_epoch(tmp_path):
 
 
 def test_preact_resnet18_arch_builds_for_the_trainer():
-    from plugins.models.archs import ARCHS
+    from harness_plugins.models.archs import ARCHS
 
     model = ARCHS["preact-resnet18"](10, 3)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
@@ -184,7 +188,7 @@ def test_imagenet_folder_in_robustbench_order(tmp_path, cifar):
     """A small ImageFolder of real photos (CIFAR JPEGs, upscaled) named as RobustBench's first five list entries."""
     from PIL import Image
 
-    from plugins.datasets.imagenet import ImageNet, robustbench_helper
+    from harness_plugins.datasets.imagenet import ImageNet, robustbench_helper
 
     first = robustbench_helper("imagenet_test_image_ids.txt").read_text().split()[:5]
     for i, relative in enumerate(first):

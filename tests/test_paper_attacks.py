@@ -13,9 +13,9 @@ from harness.defended import Defended
 from harness.runner import run_grid
 from harness.store import Store
 from harness.threat import Norm, ThreatModel
-from plugins.attacks.adaptive import Adaptive
-from plugins.attacks.hedge_attacks import DAABlack, DAAWhite, HedgeAware, ReverseHedge
-from plugins.defenses.hedge import Hedge, HedgeRandomClass
+from harness_plugins.attacks.adaptive import Adaptive
+from harness_plugins.attacks.hedge_attacks import DAABlack, DAAWhite, HedgeAware, ReverseHedge
+from harness_plugins.defenses.hedge import Hedge, HedgeRandomClass
 
 LINF = ThreatModel(Norm.LINF, 0.1)
 
@@ -102,7 +102,8 @@ defenses = [{{ plugin = "none" }}, {{ plugin = "hedge", steps = 5 }}]
     run_id = run_grid(grid, registry, store=store, progress=False)
     acc = store.accuracy(run_id).set_index(["defense", "attack"])["acc"]
     assert acc[("hedge", "adaptive")] < acc[("hedge", "pgd")]            # through the defense beats transfer
-    from harness.summary import WORST_ADAPTIVE, WORST_TRANSFER, wide_table
+    from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER
+    from harness.summary import wide_table
 
     _, table = wide_table(store, run_id)
     assert float(table.loc[("fastat40", "hedge"), WORST_ADAPTIVE]) < float(table.loc[("fastat40", "hedge"), WORST_TRANSFER])
@@ -115,9 +116,8 @@ def test_adaptive_attack_with_fewer_defense_steps_and_full_gradient(digits, digi
     x, y = digits.x[:30], digits.y[:30]
     hedge = Hedge(eps_d=0.1, steps=6, step_size=0.05)
     attack = Adaptive(n_iter=8, n_target_classes=2, gradient="full", defense_steps_in_attack=2)
-    inner = attack.attacked_model(Defended(digits_robust, hedge, gen(3)))
-    assert inner.defense.steps == 2 and inner.gradient == "full"
-    x_adv = attack(Defended(digits_robust, hedge, gen(3)), x, y, LINF, generator=gen())
+    assert hedge.for_attack(2).steps == 2 and hedge.for_attack(10).steps == 6  # cut, never raised
+    x_adv = attack.attack_defended(Defended(digits_robust, hedge, gen(3)), x, y, LINF, generator=gen())
     check_attack_output("adaptive", x_adv, x, LINF)
     with torch.no_grad():
         assert (hedge.logits(digits_robust, x_adv, generator=gen(4)).argmax(1) == y).float().mean() < \
@@ -127,7 +127,7 @@ def test_adaptive_attack_with_fewer_defense_steps_and_full_gradient(digits, digi
 def test_adaptive_attack_checks_success_by_the_majority_vote(digits, digits_robust):
     """Against a random defense, pyautoattack's loop drops an example after one lucky draw; ours asks the vote."""
     from harness.defended import predict_defended
-    from plugins.defenses.basic import RandomNoise
+    from harness_plugins.defenses.basic import RandomNoise
 
     noise = RandomNoise(eps_d=0.3)  # single draws disagree often: where a lucky draw misleads most
     x, y = digits.x, digits.y
@@ -135,7 +135,8 @@ def test_adaptive_attack_checks_success_by_the_majority_vote(digits, digits_robu
     for seed in range(3):
         for success in survivors:
             attack = Adaptive(n_iter=10, n_target_classes=3, success=success)
-            x_adv = attack(Defended(digits_robust, noise, gen(seed + 10), votes=5), x, y, LINF, generator=gen(seed))
+            x_adv = attack.attack_defended(Defended(digits_robust, noise, gen(seed + 10), votes=5), x, y, LINF,
+                                           generator=gen(seed))
             check_attack_output("adaptive", x_adv, x, LINF)
             scored = predict_defended(digits_robust, noise, x_adv, 5, gen(99))  # as the runner scores it
             survivors[success] += int((scored.pred == y).sum())

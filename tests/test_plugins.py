@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from conftest import REPO, digits_grid, harness_cli
 from harness.errors import PluginError
 from harness.hookspecs import hookimpl
+from harness.interfaces import Defense, Role
 from harness.registry import Registry
 from harness.specs import Kind, PluginSpec, spec_from_dataclass
 
@@ -80,7 +83,7 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_pat
         "from dataclasses import dataclass\n"
         "from harness.hookspecs import hookimpl\n"
         "from harness.specs import Kind, spec_from_dataclass\n"
-        "from plugins.attacks.pgd import PGD\n"
+        "from harness_plugins.attacks.pgd import PGD\n"
         "@hookimpl\n"
         "def harness_attacks():\n"
         "    return [spec_from_dataclass(PGD, name='pgd', kind=Kind.ATTACK, description='another pgd')]\n")
@@ -91,7 +94,7 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_pat
 
 
 def test_plugin_registered_in_code_duplicates_are_caught_too():
-    from plugins.attacks.pgd import PGD
+    from harness_plugins.attacks.pgd import PGD
 
     module = types.ModuleType("twin")
 
@@ -102,3 +105,61 @@ def test_plugin_registered_in_code_duplicates_are_caught_too():
     module.harness_attacks = harness_attacks
     with pytest.raises(PluginError, match="two attack plugins are named 'pgd'"):
         Registry(extra_modules=(module,))
+
+
+@dataclass(frozen=True)
+class AsIs(Defense):
+    """A third party's own "no defense", declared as the reference that other defenses are compared with."""
+
+    display_name: ClassVar[str] = "As is"
+    role: ClassVar[Role] = Role.REFERENCE
+
+    def purify(self, model, x, *, generator, differentiable=False):
+        return x
+
+
+def _with_as_is() -> Registry:
+    module = types.ModuleType("third_party_reference")
+
+    @hookimpl
+    def harness_defenses() -> list[PluginSpec]:
+        return [spec_from_dataclass(AsIs, name="as-is", kind=Kind.DEFENSE)]
+
+    module.harness_defenses = harness_defenses
+    return Registry(extra_modules=(module,))
+
+
+@pytest.mark.parametrize("reference", ["none", "as-is"])
+def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, reference):
+    from harness.analytics import flip_counts, reference_defense
+    from harness.config import load_grid
+    from harness.runner import run_grid
+    from harness.store import Store
+    from harness_reports.content import build_content
+
+    registry = _with_as_is()
+    defenses = f'[[defenses]]\nplugin = "{reference}"\n[[defenses]]\nplugin = "hedge"\neps_d = 0.1\nsteps = 3\nstep_size = 0.05\n'
+    grid = load_grid(digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 5\nstep_size = 0.03\n',
+                                 defenses=defenses), registry)
+    store = Store(grid.db)
+    run_grid(grid, registry, store=store, progress=False)
+    run = store.run()
+    assert reference_defense(run) == reference
+    flips = flip_counts(store, run.run_id)
+    assert set(flips.defense) == {"hedge"} and len(flips) == 2          # hedge against the reference, clean and pgd
+    content = build_content(Store(grid.db, readonly=True))
+    assert [row.defense for row in content.main.groups[0].rows] == [{"none": "−", "as-is": "As is"}[reference], "Hedge"]
+    assert {f.defense for f in content.flips} == {"Hedge"}
+    transfer_only = [w for w in content.warnings if w.startswith("no adaptive attack")]
+    assert transfer_only and all("worst case of hedge is the transfer protocol only" in w for w in transfer_only)
+    assert not any(reference in w for w in content.warnings if "adaptive" in w)  # not a test-time defense
+
+
+def test_a_grid_without_defenses_needs_exactly_one_reference(tmp_path):
+    from harness.config import load_grid
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"key 'defenses': the grid needs exactly one installed defense plugin with "
+                                          r"role 'reference' to use by default; found 'as-is' .*, 'none' .*"
+                                          r"Allowed: list the one to use under \[\[defenses\]\]"):
+        load_grid(digits_grid(tmp_path, n=10), _with_as_is())

@@ -66,7 +66,7 @@ def test_bf16_channels_last_run_is_recorded_and_close_to_fp32(tmp_path, registry
                                      batch_size=100), registry)
         store = Store(grid.db)
         run_grid(grid, registry, store=store, progress=False)
-        assert store.run()["precision"] == grid.compute.describe()
+        assert store.run().precision == grid.compute.describe()
         acc = store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc * 100
         results[name] = acc
         rows = store.results(grid.run_id)

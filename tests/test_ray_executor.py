@@ -7,38 +7,37 @@ import os
 
 import pytest
 
-from conftest import digits_grid, none_and_hedge
+from conftest import PGD_AND_SQUARE, digits_grid, none_and_hedge
 from harness.config import load_grid
 from harness.runner import run_grid
 from harness.store import Store
 
 ray = pytest.importorskip("ray")
-from harness.ray_executor import KILL_ONCE_ENV, run_with_ray  # noqa: E402
+from harness.ray_executor import evaluate_range, run_with_ray  # noqa: E402
 
-ATTACKS = """
-[[attacks]]
-plugin = "pgd"
-steps = 5
-step_size = 0.025
-[[attacks]]
-plugin = "square"
-n_queries = 40
-"""
+ATTACKS = PGD_AND_SQUARE
 DEFENSES = none_and_hedge(steps=3)
 COLUMNS = ("unit_key", "model", "attack", "defense", "repeat", "idx", "label", "pred", "correct", "vote_frac",
            "linf", "l2", "queries", "grad_norm")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    marker = tmp_path_factory.mktemp("fault") / "killed"
-    marker.touch()  # present: no kill; a test removes it to arm the fault
-    os.environ[KILL_ONCE_ENV] = str(marker)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker)}})
-    yield marker
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
     ray.shutdown()
-    del os.environ[KILL_ONCE_ENV]
+
+
+def killing_once(marker: str):
+    """A task body that, the first time any worker runs it, kills that worker halfway through its range, as a
+    preempted or OOM-killed machine would (a hard exit: no exception handling, no cleanup, like SIGKILL)."""
+    def body(grid, unit, start, stop, *data):
+        def after_batch(batch):
+            if not os.path.exists(marker) and batch.stop < stop:
+                open(marker, "w").close()
+                os._exit(1)
+        return evaluate_range(grid, unit, start, stop, *data, after_batch=after_batch)
+    return body
 
 
 def rows_of(store: Store, run_id: str) -> list[tuple]:
@@ -72,11 +71,11 @@ def test_sharded_ray_run_gives_the_local_rows(cluster, reference, tmp_path, regi
 
 
 def test_a_worker_killed_mid_unit_is_retried_and_loses_or_duplicates_nothing(cluster, reference, tmp_path, registry):
-    cluster.unlink()  # arm: the first task kills its worker after its first batch of three
+    marker = tmp_path / "killed"  # absent: the first task kills its worker after its first batch of three
     grid = ray_grid(tmp_path, registry)
     store = Store(grid.db)
-    run_with_ray(grid, registry, store, progress=False)  # whole units: each task spans 3 batches
-    assert cluster.exists(), "no worker was killed: the fault was not exercised"
+    run_with_ray(grid, registry, store, progress=False, task_body=killing_once(str(marker)))  # whole units
+    assert marker.exists(), "no worker was killed: the fault was not exercised"
     got = rows_of(store, grid.run_id)
     assert got == reference
     assert len(got) == len({r[:6] for r in got})  # no (unit, defense, example) twice
@@ -85,7 +84,7 @@ def test_a_worker_killed_mid_unit_is_retried_and_loses_or_duplicates_nothing(clu
 def test_a_restarted_driver_resumes_from_the_database(cluster, reference, tmp_path, registry, monkeypatch):
     grid = ray_grid(tmp_path, registry)
     store = Store(grid.db)
-    real_commit = Store.commit_shard
+    real_commit = Store.commit
     calls = []
 
     def crash_after_two(self, *args, **kwargs):
@@ -94,10 +93,10 @@ def test_a_restarted_driver_resumes_from_the_database(cluster, reference, tmp_pa
         calls.append(args[1])
         return real_commit(self, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "commit_shard", crash_after_two)
+    monkeypatch.setattr(Store, "commit", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         run_with_ray(grid, registry, store, shard_size=20, progress=False)
-    monkeypatch.setattr(Store, "commit_shard", real_commit)
+    monkeypatch.setattr(Store, "commit", real_commit)
     partial = store.db["shards"].count
     assert partial == 2
     restarted = Store(grid.db)  # a new driver process would open the database afresh

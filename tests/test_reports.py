@@ -18,10 +18,11 @@ import pytest
 
 from harness.cli import main
 from harness.store import Store
-from reports.checks import black_box_beats_white_box, zero_gradients
-from reports.content import build_content, cell_frame
-from reports.render import latex_escape, write_report
-from reports.stats import examples_needed, separated, wilson
+from harness.aggregate import cells
+from harness_reports.content import build_content
+from harness_reports.warnings import black_box_beats_white_box, zero_gradients
+from harness_reports.render import latex_escape, write_report
+from harness_reports.stats import examples_needed, separated, wilson
 
 GOLDEN = Path(__file__).parent / "golden"
 # CI installs pdflatex and chromium and sets this, so a missing tool fails there instead of skipping
@@ -84,7 +85,7 @@ def test_the_report_leaves_the_database_untouched(golden_db, tmp_path):
 def test_main_table_cells_are_the_means_over_repeats_of_the_stored_rows(golden_db):
     store = Store(str(golden_db), readonly=True)
     content = build_content(store)
-    rows = store.results(store.run()["run_id"])
+    rows = store.results(store.run().run_id)
     group = content.main.groups[0]
     by_defense = {row.defense: row for row in group.rows}
     pgd = content.main.keys.index("pgd")
@@ -272,18 +273,18 @@ def test_examples_needed_is_the_first_separating_size():
 
 
 def test_black_box_beating_white_box_is_flagged():
-    plugins = {"attacks": [{"label": "pgd", "access": "white-box"}, {"label": "square", "access": "black-box"}]}
-    cells = pd.DataFrame({"model": ["m", "m"], "defense": ["none", "none"], "key": ["pgd", "square"],
+    attacks = [{"label": "pgd", "access": "white-box"}, {"label": "square", "access": "black-box"}]
+    table = pd.DataFrame({"model": ["m", "m"], "defense": ["none", "none"], "key": ["pgd", "square"],
                           "mean": [60.0, 40.0]})
-    (note,) = black_box_beats_white_box(cells, plugins)
+    (note,) = black_box_beats_white_box(table, attacks)
     assert "square (40.00%) beats every white-box attack" in note
-    cells["mean"] = [40.0, 60.0]
-    assert black_box_beats_white_box(cells, plugins) == []
+    table["mean"] = [40.0, 60.0]
+    assert black_box_beats_white_box(table, attacks) == []
 
 
 def test_zero_gradient_with_attack_success_is_flagged(golden_db):
     store = Store(str(golden_db))
-    rid = store.run()["run_id"]
+    rid = store.run().run_id
     assert zero_gradients(store, rid) == []  # the real run: every clean gradient is non-zero where attacks win
     rows = store.results(rid)
     clean_ok = rows[(rows.attack == "clean") & (rows.defense == "none") & (rows.correct == 1)]
@@ -298,17 +299,16 @@ def test_zero_gradient_with_attack_success_is_flagged(golden_db):
 def test_the_golden_run_recorded_what_reports_need():
     store = Store(str(GOLDEN / "run.sqlite"), readonly=True)
     run = store.run()
-    plugins = json.loads(run["plugins"])
-    assert {a["label"]: a["access"] for a in plugins["attacks"]}["square"] == "black-box"
-    assert [d["params"].get("eps_d") for d in plugins["defenses"]][2:] == [0.05, 0.1]
-    assert json.loads(run["classes"])[:3] == ["0", "1", "2"]
-    rows = cell_frame(store, run["run_id"])
+    assert {a["label"]: a["access"] for a in run.entries("attacks")}["square"] == "black-box"
+    assert [d["params"].get("eps_d") for d in run.entries("defenses")][2:] == [0.05, 0.1]
+    assert json.loads(run.classes)[:3] == ["0", "1", "2"]
+    rows = cells(store, run)
     assert set(rows.n) == {40}
 
 
 def test_an_attack_with_its_own_radius_is_generated_and_checked_within_it():
     store = Store(str(GOLDEN / "run.sqlite"), readonly=True)
-    rows = store.results(store.run()["run_id"])
+    rows = store.results(store.run().run_id)
     half = rows[rows.attack == "PGD at 50% & half ε"]
     full = rows[rows.attack == "pgd"]
     assert half.linf.max() <= 0.05 + 1e-6 and half.linf.max() > 0.04

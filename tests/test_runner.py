@@ -25,7 +25,7 @@ from harness.registry import Registry
 from harness.runner import run_grid
 from harness.specs import Kind, param, spec_from_dataclass
 from harness.store import Store
-from plugins.attacks.pgd import PGD
+from harness_plugins.attacks.pgd import PGD
 
 HEDGE_FAST = '[[defenses]]\nplugin = "hedge"\nsteps = 3\neps_d = 0.1\nstep_size = 0.05\n'
 THREE_DEFENSES = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.1\n' + HEDGE_FAST
@@ -110,7 +110,7 @@ def test_worst_case_is_the_per_example_and_across_attacks(tmp_path, registry):
     rows = store.results(run_id)
     direct = (rows.groupby(["model", "defense", "repeat", "idx"])["correct"].min()
               .groupby(["model", "defense", "repeat"]).mean())
-    sql = store.worst_case(run_id).set_index(["model", "defense", "repeat"])["acc"]
+    sql = store.worst_case(run_id, store.run(run_id).labels("attacks")).set_index(["model", "defense", "repeat"])["acc"]
     pd.testing.assert_series_equal(sql.sort_index(), direct.sort_index(), check_names=False)
     # and the worst case is below every single attack, strictly below at least one somewhere
     per_attack = rows.groupby(["model", "defense", "repeat", "attack"])["correct"].mean().unstack("attack")
@@ -124,7 +124,7 @@ def test_worst_case_ignores_examples_missing_an_attack(tmp_path, registry):
     run_id = run_grid(grid, registry, store=store, progress=False)
     store.db.execute("DELETE FROM results WHERE attack = 'pgd' AND idx >= 30")
     store.db.conn.commit()
-    worst = store.worst_case(run_id)
+    worst = store.worst_case(run_id, store.run(run_id).labels("attacks"))
     assert int(worst["n"].iloc[0]) == 30
 
 

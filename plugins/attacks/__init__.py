@@ -8,17 +8,17 @@ from harness.specs import Kind, PluginSpec, spec_from_dataclass
 
 @hookimpl
 def harness_attacks() -> list[PluginSpec]:
-    from plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
-    from plugins.attacks.adaptive import Adaptive
-    from plugins.attacks.clean import CLEAN, Clean
-    from plugins.attacks.deepfool import DeepFool
-    from plugins.attacks.hedge_attacks import DAABlack, DAAWhite, HedgeAware, ReverseHedge
-    from plugins.attacks.pgd import CW, PGD
-    from plugins.attacks.rays import RayS
-    from plugins.attacks.torchattacks_bridge import TorchAttacks
+    from harness_plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
+    from harness_plugins.attacks.adaptive import Adaptive
+    from harness_plugins.attacks.clean import Clean
+    from harness_plugins.attacks.deepfool import DeepFool
+    from harness_plugins.attacks.hedge_attacks import DAABlack, DAAWhite, HedgeAware, ReverseHedge
+    from harness_plugins.attacks.pgd import CW, PGD
+    from harness_plugins.attacks.rays import RayS
+    from harness_plugins.attacks.torchattacks_bridge import TorchAttacks
 
     table = [
-        (Clean, CLEAN), (PGD, "pgd"), (CW, "cw"), (DeepFool, "deepfool"), (APGD, "apgd-ce"),
+        (Clean, "clean"), (PGD, "pgd"), (CW, "cw"), (DeepFool, "deepfool"), (APGD, "apgd-ce"),
         (APGDTargeted, "apgd-t"), (FABTargeted, "fab-t"), (Square, "square"), (RayS, "rays"),
         (AutoAttackEnsemble, "autoattack"), (TorchAttacks, "torchattacks"), (ReverseHedge, "reverse-hedge"),
         (HedgeAware, "hedge-aware"), (DAAWhite, "daa-white"), (DAABlack, "daa-black"), (Adaptive, "adaptive"),

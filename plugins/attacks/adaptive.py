@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from harness.defended import Defended
-from harness.interfaces import Attack, Defense, Passes
+from harness.interfaces import Attack, Defense, Passes, through_defense
 from harness.specs import param
 from harness.threat import ThreatModel
-from plugins.attacks.autoattack_bridge import APGDTargeted
-from plugins.attacks.seeded import isolated_rng, seed_from
+from harness_plugins.attacks.autoattack_bridge import APGDTargeted
+from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,8 @@ class Adaptive(Attack):
         eot = 4
     """
 
+    display_name: ClassVar[str] = "Adaptive"
+
     target: Literal["model", "defended"] = param("defended", "attack model + defense end to end")
     n_iter: int = param(50, "APGD iterations per target class")
     n_target_classes: int = param(5, "target classes: the 2nd to (k+1)-th most likely")
@@ -60,34 +61,37 @@ class Adaptive(Attack):
     defense_steps_in_attack: int | None = param(None, "defense steps inside the attack (fewer, for cost)")
     success: Literal["vote", "single-draw"] = param("vote", "success check on random defenses: majority vote or one draw")
 
-    def defense_in_attack(self, defense: Defense) -> Defense:
-        if self.defense_steps_in_attack is not None and hasattr(defense, "steps"):
-            return dataclasses.replace(defense, steps=self.defense_steps_in_attack)
-        return defense
-
-    def attacked_model(self, model: nn.Module) -> nn.Module:
-        if not isinstance(model, Defended):
-            return model
-        return Defended(model.model, self.defense_in_attack(model.defense), model.generator, gradient=self.gradient)
+    def _apgd(self, randomized: bool) -> APGDTargeted:
+        return APGDTargeted(n_iter=self.n_iter, n_target_classes=self.n_target_classes, n_restarts=self.n_restarts,
+                            eot_iter=self.eot if randomized else 1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
-        attacked = self.attacked_model(model)
-        randomized = isinstance(attacked, Defended) and attacked.defense.randomized
-        apgd = APGDTargeted(n_iter=self.n_iter, n_target_classes=self.n_target_classes, n_restarts=self.n_restarts,
-                            eot_iter=self.eot if randomized else 1)
+        """Against the bare model (target = "model"): plain APGD-DLR-T with these settings."""
+        return self._apgd(randomized=False)(model, x, y, threat, generator=generator)
+
+    def attack_defended(self, defended: Defended, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                        generator: torch.Generator) -> Tensor:
+        attacked = defended.with_defense(defended.defense.for_attack(self.defense_steps_in_attack), self.gradient)
+        randomized = defended.defense.randomized
+        apgd = self._apgd(randomized)
         if randomized and self.success == "vote":
-            return vote_checked_apgd_t(apgd, attacked, model, x, y, threat, generator=generator)
+            return vote_checked_apgd_t(apgd, attacked, defended, x, y, threat, generator=generator)
         return apgd(attacked, x, y, threat, generator=generator)
 
-    def scored_predictions(self, randomized_defense: bool) -> int:
-        if not randomized_defense or self.success != "vote":
-            return 0
-        return 1 + 2 * self.n_target_classes * self.n_restarts  # the clean check, then two candidates per run
-
     def passes(self, threat: ThreatModel) -> Passes:
-        k = self.n_iter * self.n_target_classes * self.n_restarts * self.eot
-        return Passes(k + 1, k)
+        return self._apgd(randomized=False).passes(threat)
+
+    def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
+        """APGD-T through the in-attack copy of the defense, EOT draws included, plus (random defenses, vote
+        mode) the scored checks of its candidates: the clean check, then two candidates per target and restart."""
+        randomized = defense.randomized
+        attack = through_defense(self._apgd(randomized).passes(threat),
+                                 defense.for_attack(self.defense_steps_in_attack).passes())
+        if not randomized or self.success != "vote":
+            return attack
+        checks = 1 + 2 * self.n_target_classes * self.n_restarts
+        return attack + (defense.passes() + Passes(1, 0)) * (defense.draws(votes) * checks)
 
 
 def vote_checked_apgd_t(apgd: APGDTargeted, attacked: nn.Module, scorer: Defended, x: Tensor, y: Tensor,

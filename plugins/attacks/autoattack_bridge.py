@@ -14,10 +14,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, AttackOutput, Passes
+from harness.interfaces import Access, Attack, AttackOutput, Passes
 from harness.specs import param
 from harness.threat import ThreatModel
-from plugins.attacks.seeded import isolated_rng, seed_from
+from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class APGD(Attack):
         [[attacks]]
         plugin = "apgd-ce"
     """
+
+    display_name: ClassVar[str] = "APGD-CE"
 
     n_iter: int = param(100, "iterations per restart")
     n_restarts: int = param(1, "restarts (AutoAttack standard: 1)")
@@ -80,6 +82,8 @@ class APGDTargeted(Attack):
         [[attacks]]
         plugin = "apgd-t"
     """
+
+    display_name: ClassVar[str] = "APGD-T"
 
     n_iter: int = param(100, "iterations per target class")
     n_target_classes: int = param(9, "number of target classes")
@@ -126,6 +130,8 @@ class FABTargeted(Attack):
         plugin = "fab-t"
     """
 
+    display_name: ClassVar[str] = "FAB-T"
+
     n_iter: int = param(100, "iterations")
     n_target_classes: int = param(9, "number of target classes")
     n_restarts: int = param(1, "restarts")
@@ -166,7 +172,9 @@ class Square(Attack):
         n_queries = 5000
     """
 
-    access: ClassVar[str] = "black-box"
+    display_name: ClassVar[str] = "Square"
+
+    access: ClassVar[Access] = Access.BLACK_BOX
 
     n_queries: int = param(5000, "query budget per example")
     p_init: float = param(0.8, "initial fraction of pixels per square")
@@ -207,6 +215,8 @@ class AutoAttackEnsemble(Attack):
         plugin = "autoattack"
         version = "standard"
     """
+
+    display_name: ClassVar[str] = "AutoAttack"
 
     version: Literal["standard", "plus", "rand"] = param("standard", "AutoAttack's preset")
 

@@ -8,17 +8,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, Passes
+from harness.interfaces import Access, Attack, Passes, Role
 from harness.threat import ThreatModel
-
-CLEAN = "clean"
 
 
 @dataclass(frozen=True)
 class Clean(Attack):
     """No attack: returns the input unchanged (the Nat-Acc. column)."""
 
-    access: ClassVar[str] = "none"
+    display_name: ClassVar[str] = "Nat-Acc."
+    role: ClassVar[Role] = Role.BASELINE
+    access: ClassVar[Access] = Access.NONE
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:

@@ -4,6 +4,7 @@ over single examples; this one takes every example of the batch through each ste
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,8 @@ class DeepFool(Attack):
         [[attacks]]
         plugin = "deepfool"
     """
+
+    display_name: ClassVar[str] = "DeepFool"
 
     steps: int = param(50, "maximum iterations")
     overshoot: float = param(0.02, "overshoot factor")

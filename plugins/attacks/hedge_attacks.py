@@ -8,13 +8,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, Passes
+from harness.interfaces import Access, Attack, Passes
 from harness.losses import cross_entropy, sum_ce
 from harness.sign_gradient import ascend
 from harness.specs import param
 from harness.threat import Norm, ThreatModel
-from plugins.attacks.autoattack_bridge import Square
-from plugins.defenses.hedge import Hedge
+from harness_plugins.attacks.autoattack_bridge import Square
+from harness_plugins.attacks.pgd import default_step
+from harness_plugins.defenses.hedge import Hedge
 
 
 def ce_gradient(model: nn.Module, point: Tensor, y: Tensor) -> Tensor:
@@ -43,13 +44,15 @@ class ReverseHedge(Attack):
         plugin = "reverse-hedge"
     """
 
+    display_name: ClassVar[str] = "Reverse Hedge"
+
     steps: int = param(20, "descent steps")
     step_size: float | None = param(None, "step; None: 4/255 (L∞) or ε/4 (L2)")
     random_start: bool = param(True, "start from a uniform point of the ball")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
-        step = self.step_size if self.step_size is not None else (4 / 255 if threat.norm is Norm.LINF else threat.eps / 4)
+        step = default_step(threat, self.step_size)
         start = threat.random_start(x, generator) if self.random_start else x
         return ascend(model, x, start, sum_ce, ball=threat, steps=self.steps, step_size=step, descend=True)
 
@@ -76,6 +79,8 @@ class HedgeAware(Attack):
         [[attacks]]
         plugin = "hedge-aware"
     """
+
+    display_name: ClassVar[str] = "Hedge-aware"
 
     steps: int = param(20, "T, attack steps")
     step_size: float = param(2 / 255, "attack step α")
@@ -111,6 +116,8 @@ class DAAWhite(Attack):
         [[attacks]]
         plugin = "daa-white"
     """
+
+    display_name: ClassVar[str] = "DAA (white)"
 
     steps: int = param(10, "outer steps")
     inner: int = param(10, "Hedge steps per outer step")
@@ -160,7 +167,9 @@ class DAABlack(Attack):
         plugin = "daa-black"
     """
 
-    access: ClassVar[str] = "black-box"
+    display_name: ClassVar[str] = "DAA (black)"
+
+    access: ClassVar[Access] = Access.BLACK_BOX
 
     n_queries: int = param(5000, "Square's query budget per example")
     hedge_step_size: float = param(0.045, "the one Hedge step's size")

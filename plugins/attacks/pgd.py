@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,13 @@ PAPER_LINF_STEP = 4 / 255     # the step the paper's text gives
 RELEASED_LINF_STEP = 0.007    # the step its released code used
 
 _LOSSES = {"ce": cross_entropy, "cw": cw_margin}
+
+
+def default_step(threat: ThreatModel, step_size: float | None, linf: float = PAPER_LINF_STEP) -> float:
+    """The step a sign-gradient attack takes unless given one: ``linf`` under L∞ (the paper's 4/255), ε/4 under L2."""
+    if step_size is not None:
+        return step_size
+    return linf if threat.norm is Norm.LINF else threat.eps / 4
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class PGD(Attack):
         steps = 20
     """
 
+    display_name: ClassVar[str] = "PGD"
+
     steps: int = param(20, "number of steps")
     step_size: float | None = param(None, "step length; None: 4/255 (L∞, or 0.007 with preset='released'), ε/4 (L2)")
     random_start: bool = param(True, "start from a uniform point of the ball")
@@ -52,11 +61,8 @@ class PGD(Attack):
     loss: Literal["ce", "cw"] = param("ce", "cross-entropy or the CW margin loss")
 
     def resolved_step(self, threat: ThreatModel) -> float:
-        if self.step_size is not None:
-            return self.step_size
-        if threat.norm is Norm.L2:
-            return threat.eps / 4
-        return RELEASED_LINF_STEP if self.preset == "released" else PAPER_LINF_STEP
+        linf = RELEASED_LINF_STEP if self.preset == "released" else PAPER_LINF_STEP
+        return default_step(threat, self.step_size, linf)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -82,5 +88,7 @@ class CW(PGD):
         [[attacks]]
         plugin = "cw"
     """
+
+    display_name: ClassVar[str] = "CW"
 
     loss: Literal["ce", "cw"] = param("cw", "cross-entropy or the CW margin loss")

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, AttackOutput, Passes
+from harness.interfaces import Access, Attack, AttackOutput, Passes
 from harness.specs import param
 from harness.threat import Norm, ThreatModel
 
@@ -40,7 +40,9 @@ class RayS(Attack):
         n_queries = 10000
     """
 
-    access: ClassVar[str] = "black-box"
+    display_name: ClassVar[str] = "RayS"
+
+    access: ClassVar[Access] = Access.BLACK_BOX
 
     n_queries: int = param(10000, "query budget per example")
 

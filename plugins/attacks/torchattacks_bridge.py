@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import PluginError
-from harness.interfaces import Attack, Passes
+from harness.interfaces import Access, Attack, Passes
 from harness.registry import suggest
 from harness.specs import param
 from harness.threat import ThreatModel
-from plugins.attacks.seeded import isolated_rng, seed_from
+from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
 # torchattacks classes that use only the model's outputs (scores or labels), never its gradients
@@ -46,8 +46,11 @@ class TorchAttacks(Attack):
     kwargs: dict = param(None, "keyword arguments of that class")
 
     @property
-    def access(self) -> str:  # type: ignore[override]  # depends on the class named
-        return "black-box" if self.name in _BLACK_BOX else "white-box"
+    def access(self) -> Access:  # type: ignore[override]  # depends on the class named
+        return Access.BLACK_BOX if self.name in _BLACK_BOX else Access.WHITE_BOX
+
+    def shown_name(self) -> str:
+        return self.name
 
     def build(self, model: nn.Module, threat: ThreatModel):
         import torchattacks

@@ -8,11 +8,11 @@ from harness.specs import Kind, PluginSpec, spec_from_dataclass
 
 @hookimpl
 def harness_datasets() -> list[PluginSpec]:
-    from plugins.datasets.cifar10_jpeg import Cifar10Jpeg
-    from plugins.datasets.cifar_pickle import Cifar10, Cifar100
-    from plugins.datasets.digits import Digits
-    from plugins.datasets.idx import MNIST, FashionMNIST
-    from plugins.datasets.imagenet import ImageNet
+    from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg
+    from harness_plugins.datasets.cifar_pickle import Cifar10, Cifar100
+    from harness_plugins.datasets.digits import Digits
+    from harness_plugins.datasets.idx import MNIST, FashionMNIST
+    from harness_plugins.datasets.imagenet import ImageNet
 
     return [
         spec_from_dataclass(Digits, name="digits", kind=Kind.DATASET),

@@ -1,4 +1,4 @@
-"""The JPEG copy of the CIFAR-10 images that this project's machines provide (not the original CIFAR-10)."""
+"""A JPEG copy of the CIFAR-10 images (not the original CIFAR-10 pixels): test.npz / train.npz in one folder."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import DataError
-from harness.interfaces import LabelledData
+from harness.interfaces import DataSource, LabelledData
 from harness.specs import param
-from plugins.datasets.common import first_n
+from harness_plugins.datasets.common import first_n
 
 ROOT_ENV = "HARNESS_CIFAR10_JPEG"
-DEFAULT_ROOT = "../shared/data/cifar10-jpeg"
 CACHE_ENV = "HARNESS_CACHE"
 
 
@@ -51,13 +51,21 @@ def decode_split(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 
 @dataclass(frozen=True)
-class Cifar10Jpeg:
-    """CIFAR-10 (JPEG): the JPEG copy of the CIFAR-10 test images in ../shared; not the original pixels."""
+class Cifar10Jpeg(DataSource):
+    """CIFAR-10 (JPEG): a JPEG re-encoding of the CIFAR-10 images; not the original pixels."""
 
-    root: str = param("", f"folder with test.npz; default ${ROOT_ENV} or {DEFAULT_ROOT}")
+    caveat: ClassVar[str | None] = (
+        "The images are a JPEG re-encoding of the CIFAR-10 test set, not the original PNG-exact images: "
+        "accuracies are close to, but not the same as, those on CIFAR-10.")
+
+    root: str = param("", f"folder with test.npz and train.npz; default: the environment variable {ROOT_ENV}")
 
     def folder(self) -> Path:
-        return Path(self.root or os.environ.get(ROOT_ENV, DEFAULT_ROOT)).expanduser()
+        root = self.root or os.environ.get(ROOT_ENV, "")
+        if not root:
+            raise DataError(f"cifar10-jpeg: no folder given. Fix: set root = \"...\" in the grid's [dataset] table, "
+                            f"or the environment variable {ROOT_ENV}, to the folder holding test.npz and train.npz")
+        return Path(root).expanduser()
 
     def split_path(self, split: str) -> Path:
         path = self.folder() / f"{split}.npz"
@@ -69,3 +77,10 @@ class Cifar10Jpeg:
     def load(self, n: int) -> LabelledData:
         images, labels, classes = decode_split(self.split_path("test"))
         return first_n("cifar10-jpeg", images, labels, n, classes, domain="cifar10", display_name="CIFAR-10 (JPEG)")
+
+    def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        images, labels, _ = decode_split(self.split_path("train"))
+        return (images.astype(np.float32) / 255.0).transpose(0, 3, 1, 2), labels.astype(np.int64)
+
+    def source_files(self, n: int) -> list[Path]:
+        return [self.split_path("test")]

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import DataError
-from harness.interfaces import LabelledData
+from harness.interfaces import DataSource, LabelledData
 from harness.specs import param
-from plugins.datasets.common import first_n, torchvision_download
+from harness_plugins.datasets.common import first_n, torchvision_download
 
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "list"), ("builtins", "dict")}
@@ -37,7 +37,7 @@ def read_batch(path: Path) -> dict:
 
 
 @dataclass(frozen=True)
-class CifarPickle:
+class CifarPickle(DataSource):
     """Base of cifar10 / cifar100: torchvision's `cifar-*-batches-py` folder in root."""
 
     root: str = param("~/.cache/robustness-harness/cifar", "folder holding the cifar-*-batches-py folder")
@@ -66,6 +66,10 @@ class CifarPickle:
         return (f"Fix: set root = \"...\" to the folder that holds {self.folder_name}, or download = true when online; "
                 f"or fetch it with: python -c \"import torchvision; torchvision.datasets.{self.torchvision_class}("
                 f"'{Path(self.root).expanduser()}', train=False, download=True)\"")
+
+    def source_files(self, n: int) -> list[Path]:
+        folder = self._ensure()
+        return [folder / self.test_file] + ([folder / self.meta_file] if (folder / self.meta_file).exists() else [])
 
     def load(self, n: int) -> LabelledData:
         folder = self._ensure()

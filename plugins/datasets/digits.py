@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from harness.interfaces import LabelledData
-from plugins.datasets.common import first_n
+from harness.interfaces import DataSource, LabelledData
+from harness_plugins.datasets.common import first_n
 
 TEST_SIZE = 497  # the last 497 of the 1,797 images are the test split; the first 1,300 train
 
@@ -24,7 +25,7 @@ def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Digits:
+class Digits(DataSource):
     """scikit-learn's 8×8 digits (1,797 images, no download); fixed split, the last 497 are the test set."""
 
     def load(self, n: int) -> LabelledData:
@@ -34,3 +35,8 @@ class Digits:
 
     def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return digits_arrays("train")
+
+    def source_files(self, n: int) -> list[Path]:
+        import sklearn.datasets
+
+        return [Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"]

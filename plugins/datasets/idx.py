@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import DataError
-from harness.interfaces import LabelledData
+from harness.interfaces import DataSource, LabelledData
 from harness.specs import param
-from plugins.datasets.common import first_n, torchvision_download
+from harness_plugins.datasets.common import first_n, torchvision_download
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
@@ -40,7 +40,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class IdxDataset:
+class IdxDataset(DataSource):
     """Base for (Fashion-)MNIST: the four IDX files in ``root``; torchvision download when online."""
 
     root: str = param("", "folder holding the IDX files")
@@ -83,6 +83,9 @@ class IdxDataset:
     def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         images, labels = self.arrays("train")
         return (images.astype(np.float32) / 255.0)[:, None], labels.astype(np.int64)
+
+    def source_files(self, n: int) -> list[Path]:
+        return [self._find(stem) for stem in _FILES["test"]]
 
 
 @dataclass(frozen=True)

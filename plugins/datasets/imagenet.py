@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import DataError
-from harness.interfaces import LabelledData
+from harness.interfaces import DataSource, LabelledData
 from harness.specs import param
-from plugins.datasets.common import first_n
+from harness_plugins.datasets.common import first_n
 
 
 def robustbench_helper(name: str) -> Path:
@@ -41,13 +41,13 @@ def load_image(path: Path) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ImageNet:
+class ImageNet(DataSource):
     """ImageNet validation set (ImageFolder: <root>/<wnid>/<file>.JPEG); RobustBench's 5,000-image subset order."""
 
     root: str = param(help="the validation folder, one sub-folder per class wnid")
     order: str = param("robustbench", "'robustbench' (its 5,000-image list) or 'sorted' (every file, sorted)")
 
-    def files(self) -> list[str]:
+    def image_list(self) -> list[str]:
         root = Path(self.root).expanduser()
         if not root.is_dir():
             raise DataError(f"imagenet: {root} is not a folder. Fix: set root = \"...\" to the ImageNet validation "
@@ -58,10 +58,14 @@ class ImageNet:
             return sorted(str(p.relative_to(root)) for p in root.glob("*/*") if p.is_file())
         raise DataError(f"imagenet: order = {self.order!r}; allowed: 'robustbench', 'sorted'")
 
+    def source_files(self, n: int) -> list[Path]:
+        root = Path(self.root).expanduser()
+        return [root / relative for relative in self.image_list()[:n]]
+
     def load(self, n: int) -> LabelledData:
         root = Path(self.root).expanduser()
         wnid_to_index = json.loads(robustbench_helper("imagenet_class_to_id_map.json").read_text())
-        names = self.files()
+        names = self.image_list()
         if n > len(names):
             raise DataError(f"dataset 'imagenet' has {len(names)} examples in this order; n_examples = {n} is larger")
         images, labels = [], []

@@ -8,16 +8,18 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Defense
+from harness.interfaces import Defense, Role
 from harness.specs import param
 from harness.threat import Norm, ThreatModel
 
-NONE = "none"
 
 
 @dataclass(frozen=True)
 class NoDefense(Defense):
     """No defense: the model predicts on the input as given."""
+
+    display_name: ClassVar[str] = "−"
+    role: ClassVar[Role] = Role.REFERENCE
 
     def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
                differentiable: bool = False) -> Tensor:
@@ -27,6 +29,8 @@ class NoDefense(Defense):
 @dataclass(frozen=True)
 class RandomNoise(Defense):
     """Uniform noise U(−ε_d, ε_d) added to the input, then clipped to [0,1]."""
+
+    display_name: ClassVar[str] = "Random"
 
     randomized: ClassVar[bool] = True
     eps_d: float = param(8 / 255, "half-width of the uniform noise")

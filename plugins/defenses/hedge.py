@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -43,6 +44,8 @@ class Hedge(Defense):
         plugin = "hedge"
         steps = 20
     """
+
+    display_name: ClassVar[str] = "Hedge"
 
     randomized: ClassVar[bool] = True
     eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')")
@@ -95,6 +98,9 @@ class Hedge(Defense):
     def passes(self) -> Passes:
         return Passes(self.steps, self.steps)
 
+    def for_attack(self, steps: int | None) -> Hedge:
+        return self if steps is None else dataclasses.replace(self, steps=min(steps, self.steps))
+
 
 @dataclass(frozen=True)
 class HedgeRandomClass(Hedge):
@@ -108,6 +114,8 @@ class HedgeRandomClass(Hedge):
         [[defenses]]
         plugin = "hedge-random-class"
     """
+
+    display_name: ClassVar[str] = "Hedge (random class)"
 
     def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None,
              differentiable: bool = False) -> Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import torch
 from torch import nn
 
 from harness.errors import DataError, PluginError
-from harness.interfaces import LoadedModel
+from harness.interfaces import LoadedModel, ModelSource
 from harness.registry import suggest
 from harness.specs import param
-from plugins.models.archs import ARCHS
+from harness_plugins.models.archs import ARCHS
 
 ROBUSTBENCH_PREFIX = "robustbench:"
 _STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -30,9 +29,12 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"checkpoint {path} was refused: it is not a plain weights file (torch.load with "
                         f"weights_only=True found objects that could run code). Re-save it as a state_dict. "
                         f"Detail: {str(exc).splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
-    for key in ("state_dict", "model_state_dict", "model"):  # common wrappers around a state_dict
+    except IsADirectoryError:
+        raise DataError(f"checkpoint {path} is a directory; expected a weights file saved with torch.save") from None
+    except Exception as exc:  # noqa: BLE001 - torch reports a non-checkpoint file in many ways
+        raise DataError(f"checkpoint {path} is not a readable torch.save file (truncated, corrupt, or another "
+                        f"format): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    for key in ("state_dict", "model_state_dict", "model", "last"):  # common wrappers around a state_dict
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -43,10 +45,15 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """load_state_dict with an error that lists the first offending keys."""
+def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, *,
+              architecture_buffers: tuple[str, ...] = ()) -> None:
+    """load_state_dict with an error that lists the first offending keys.
+
+    ``architecture_buffers``: key suffixes the file may lack because the architecture sets them itself
+    (RobustBench's normalisation buffers, e.g. ``mu``, ``sigma``; its own loader tolerates these too).
+    """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not k.endswith(architecture_buffers)]
     unexpected = [k for k in state if k not in expected]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
                   if k in state and state[k].shape != v.shape]
@@ -55,7 +62,7 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
                  for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                      ("shape mismatch (file vs model)", mismatched)) if keys]
         raise DataError(f"checkpoint {path} does not fit the architecture: " + "; ".join(parts))
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
 
 
 def build_arch(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module, str]:
@@ -69,25 +76,18 @@ def build_arch(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module
 
 
 def _robustbench_arch(arch: str) -> tuple[nn.Module, str]:
-    from harness.compat import import_robustbench
+    from harness_plugins.models.zoo import zoo_entry
 
-    import_robustbench()
-    from robustbench.model_zoo import model_dicts
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-    try:
-        _, dataset, threat, name = arch.split(":")
-        zoo = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat)]
-    except ValueError:
+    parts = arch.split(":")
+    if len(parts) != 4:
         raise PluginError(f"arch {arch!r} must read {ROBUSTBENCH_PREFIX}<dataset>:<threat_model>:<name>, "
-                          "e.g. robustbench:cifar10:Linf:Wong2020Fast") from None
-    if name not in zoo:
-        raise PluginError(f"RobustBench has no {dataset} {threat} model {name!r}{suggest(name, list(zoo))}")
-    return zoo[name]["model"](), dataset
+                          "e.g. robustbench:cifar10:Linf:Wong2020Fast")
+    _, dataset, threat, name = parts
+    return zoo_entry(dataset, threat, name)["model"](), dataset
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(ModelSource):
     """A weights file loaded into a RobustBench zoo architecture or one of the project's own."""
 
     arch: str = param(help="'robustbench:cifar10:Linf:Wong2020Fast', or one of the project's archs (small-cnn)")
@@ -105,5 +105,11 @@ class Checkpoint:
         load_into(module, load_state_dict(path), path)
         return LoadedModel(module=module.eval().to(device), dataset=domain, num_classes=self.num_classes)
 
-    def files(self) -> list[str]:
-        return [self.path]
+    def check(self) -> None:
+        if self.arch.startswith(ROBUSTBENCH_PREFIX):
+            _robustbench_arch(self.arch)
+        elif self.arch not in ARCHS:
+            build_arch(self.arch, self.num_classes, self.in_channels)  # raises with the allowed names
+
+    def source_files(self) -> list[Path]:
+        return [Path(self.path).expanduser()]

@@ -5,22 +5,48 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from harness.errors import DataError, PluginError
-from harness.interfaces import LoadedModel
+from harness.interfaces import LoadedModel, ModelSource
 from harness.registry import suggest
 from harness.specs import param
-from plugins.models.checkpoint import load_into, load_state_dict
+from harness_plugins.models.checkpoint import load_into, load_state_dict
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
+def zoo_entry(dataset: str, threat_model: str, name: str) -> dict[str, Any]:
+    """RobustBench's model-zoo entry (architecture factory, download ids) for an ID, or a clear error."""
+    from harness.compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        zoo = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    except (ValueError, KeyError):
+        raise PluginError(f"RobustBench has no zoo for dataset {dataset!r} and threat model {threat_model!r}") from None
+    if name not in zoo:
+        raise PluginError(f"RobustBench has no {dataset} {threat_model} model {name!r}{suggest(name, list(zoo))}")
+    return zoo[name]
+
+
+# What RobustBench's architectures set themselves and some of its checkpoints lack.
+NORMALISATION_BUFFERS = ("mu", "sigma", "mean", "std")
+
+
 @dataclass(frozen=True, kw_only=True)
-class RobustBenchModel:
-    """A RobustBench zoo model by ID, through robustbench.load_model, from a local model_dir."""
+class RobustBenchModel(ModelSource):
+    """A RobustBench zoo model by ID: its architecture, and its weights from a local model_dir.
+
+    The weights are read with ``torch.load(weights_only=True)`` into the architecture RobustBench's
+    model zoo names, so a checkpoint cannot run code (RobustBench's own ``load_model`` unpickles it
+    fully). RobustBench is used to download a missing file; ensembles load member by member.
+    """
 
     name: str = param(help="RobustBench model ID, e.g. Wong2020Fast or Carmon2019Unlabeled")
     dataset: Literal["cifar10", "cifar100", "imagenet"] = param("cifar10", "RobustBench dataset")
@@ -30,46 +56,66 @@ class RobustBenchModel:
     def expected_path(self) -> Path:
         return Path(self.model_dir).expanduser() / self.dataset / self.threat_model / f"{self.name}.pt"
 
-    def validate(self) -> None:
-        """Checks that need no weights (used by --dry-run): the ID exists in RobustBench's zoo."""
+    def _ids(self) -> list[str]:
+        ids = zoo_entry(self.dataset, self.threat_model, self.name)["gdrive_id"]
+        return ids if isinstance(ids, list) else [ids]
+
+    def source_files(self) -> list[Path]:
+        path = self.expected_path()
+        ids = self._ids()
+        return [path] if len(ids) == 1 else [Path(f"{path}_m{i}.pt") for i in range(len(ids))]
+
+    def check(self) -> None:
+        zoo_entry(self.dataset, self.threat_model, self.name)
+
+    def _download(self, gdrive_id: str, path: Path) -> None:
         from harness.compat import import_robustbench
 
         import_robustbench()
-        from robustbench.model_zoo import model_dicts
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+        from robustbench.utils import download_gdrive_new
 
-        zoo = model_dicts[BenchmarkDataset(self.dataset)][ThreatModel(self.threat_model)]
-        if self.name not in zoo:
-            raise PluginError(f"RobustBench has no {self.dataset} {self.threat_model} model {self.name!r}"
-                              f"{suggest(self.name, list(zoo))}")
-
-    def load(self, device: torch.device) -> LoadedModel:
-        from harness.compat import import_robustbench
-
-        rb = import_robustbench()
-        self.validate()
-        path = self.expected_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            module = rb.load_model(self.name, model_dir=self.model_dir, dataset=self.dataset,
-                                   threat_model=self.threat_model)
-        except Exception as exc:  # noqa: BLE001 - robustbench's download failures surface as many types
-            if path.exists():
-                raise DataError(f"RobustBench could not load {path}: {type(exc).__name__}: {exc}") from None
+            download_gdrive_new(gdrive_id, path)
+        except Exception as exc:  # noqa: BLE001 - a network failure surfaces as many types
+            path.unlink(missing_ok=True)
             raise DataError(
                 f"RobustBench model {self.name!r} is not in {path} and could not be downloaded here "
                 f"({type(exc).__name__}). Fix: on a machine with internet run\n"
-                f"  python -c \"import harness.compat as c; c.import_robustbench().load_model('{self.name}', "
-                f"model_dir='{self.model_dir}', dataset='{self.dataset}', threat_model='{self.threat_model}')\"\n"
-                f"and copy the file it writes to {path}") from None
+                f"  harness run --grid GRID  (it downloads into model_dir = {self.model_dir!r})\n"
+                f"or fetch Google Drive id {gdrive_id} yourself, and copy the file to {path}") from None
+        if not path.exists():
+            raise DataError(f"RobustBench model {self.name!r}: the download of {path} produced no file. Fix: "
+                            f"fetch Google Drive id {gdrive_id} on a machine with internet and copy it to {path}")
+
+    def load(self, device: torch.device) -> LoadedModel:
+        entry = zoo_entry(self.dataset, self.threat_model, self.name)
+        module = entry["model"]()
+        files, ids = self.source_files(), self._ids()
+        members = [module] if len(ids) == 1 else list(module.models)
+        if len(members) != len(files):
+            raise PluginError(f"RobustBench model {self.name!r} is an ensemble this harness cannot load member by "
+                              "member; use robustbench.load_model outside the harness and save a state_dict")
+        for member, path, gdrive_id in zip(members, files, ids):
+            if not path.exists():
+                self._download(gdrive_id, path)
+            load_into(member, fit_prefixes(load_state_dict(path), member), path,
+                      architecture_buffers=NORMALISATION_BUFFERS)
         return LoadedModel(module=module.eval().to(device), dataset=self.dataset,
                            num_classes=NUM_CLASSES[self.dataset])
 
-    def files(self) -> list[str]:
-        return [str(self.expected_path())]
+
+def fit_prefixes(state: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Add the ``model.`` prefix RobustBench's ImageNet wrappers expect where the file's keys lack it."""
+    expected = module.state_dict()
+    if state and not any(k in expected for k in state) and all(f"model.{k}" in expected or k.endswith(
+            NORMALISATION_BUFFERS) for k in state):
+        return {f"model.{k}": v for k, v in state.items()}
+    return state
 
 
 @dataclass(frozen=True)
-class AutoAttackExample:
+class AutoAttackExample(ModelSource):
     """The standard (not robust) CIFAR-10 ResNet-18 inside the pyautoattack wheel (examples/model_test.pt)."""
 
     def weights(self) -> Path:
@@ -83,5 +129,5 @@ class AutoAttackExample:
         load_into(module, load_state_dict(path), path)
         return LoadedModel(module=module.eval().to(device), dataset="cifar10", num_classes=10)
 
-    def files(self) -> list[str]:
-        return [str(self.weights())]
+    def source_files(self) -> list[Path]:
+        return [self.weights()]

@@ -35,7 +35,7 @@ def rerun() -> None:
 
 
 def render(out: Path) -> None:
-    from reports.render import write_report
+    from harness_reports.render import write_report
 
     with tempfile.TemporaryDirectory() as tmp:  # render from a copy: the committed file stays untouched
         copy = Path(tmp) / "run.sqlite"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,8 @@ from harness.threat import ThreatModel
 @dataclass(frozen=True)
 class FGSM(Attack):
     """FGSM: one signed-gradient step of size eps·scale on the cross-entropy (Goodfellow et al., 2015)."""
+
+    display_name: ClassVar[str] = "FGSM"   # how tables name it; role and access: an ordinary white-box attack
 
     scale: float = param(1.0, "step length as a multiple of eps")
 

@@ -1,4 +1,4 @@
-"""``harness train``: small robust models for datasets that have no downloadable zoo here.
+"""``harness train``: small robust models of this package's architectures, on any dataset plugin's training split.
 
 Methods: standard, fgsm-rs (Wong et al. 2020, "Fast is better than free"), pgd (Madry et al. 2018)
 and trades (Zhang et al. 2019: CE + β·KL(f(x) ‖ f(x')), x' maximising that KL).
@@ -21,11 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from harness.errors import HarnessError
 from harness.losses import cross_entropy
+from harness.registry import Registry
 from harness.seeding import generator_for
 from harness.sign_gradient import ascend
+from harness.specs import Command, Kind
 from harness.threat import Norm, ThreatModel
-from plugins.models.archs import ARCHS
+from harness_plugins.models.archs import ARCHS
 
 
 @dataclass(frozen=True)
@@ -141,3 +144,44 @@ def train(cfg: TrainConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: Te
     state_path.unlink(missing_ok=True)
     state_path.with_suffix(".json").unlink(missing_ok=True)
     return record
+
+
+def _arguments(p) -> None:
+    p.add_argument("--dataset", required=True, help="a dataset plugin with a training split (harness plugins --kind dataset)")
+    p.add_argument("--dataset-root", help="the dataset's root folder, where its plugin takes one")
+    p.add_argument("--arch", default="small-cnn", choices=sorted(ARCHS))
+    p.add_argument("--method", choices=["standard", "fgsm-rs", "pgd", "trades"], default="fgsm-rs")
+    p.add_argument("--beta", type=float, default=6.0, help="TRADES' β")
+    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-test", type=int, default=497, help="test examples for the final accuracies")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run(args, registry: Registry) -> int:
+    import sys
+
+    spec = registry.get(Kind.DATASET, args.dataset)
+    dataset = spec.factory(**({"root": args.dataset_root} if args.dataset_root else {}))
+    train_x, train_y = dataset.train_arrays()
+    test = dataset.load(args.n_test)
+    if args.epochs < 1 or args.eps < 0:
+        raise HarnessError(f"--epochs must be >= 1 and --eps >= 0; got {args.epochs} and {args.eps}")
+    cfg = TrainConfig(arch=args.arch, dataset=args.dataset, out=args.out, method=args.method, eps=args.eps,
+                      beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      device=args.device)
+    record = train(cfg, train_x, train_y, test.x, test.y, progress=not args.quiet)
+    record["command"] = "harness " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("harness") else None
+    Path(args.out).with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"best epoch {record['best_epoch']}: test clean {record['test_clean']:.4f}, "
+          f"PGD-10 at eps {args.eps:g} {record['test_pgd10']:.4f} -> {args.out}")
+    return 0
+
+
+TRAIN = Command(name="train", help="train a small (robust) model of this package's architectures on a dataset "
+                "plugin's training split", configure=_arguments, run=_run)

@@ -7,20 +7,21 @@ attack concerned and say what to do about it.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import pandas as pd
 
+from harness.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
+from harness.interfaces import Role
+from harness.records import RunRecord
 from harness.store import Store
-from harness.summary import WORST, WORST_ADAPTIVE, WORST_TRANSFER, warnings_for
-from reports.stats import examples_needed, separated
+from harness.summary import warnings_for
+from harness_reports.naming import COLUMN_NAMES, with_role
+from harness_reports.stats import examples_needed, separated
 
-CLEAN = "clean"
 
-
-def black_box_beats_white_box(cells: pd.DataFrame, plugins: dict[str, list[dict]]) -> list[str]:
+def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[str]:
     """A score- or label-only attack that does better than every gradient attack points at gradient masking."""
-    access = {a["label"]: a.get("access", "white-box") for a in plugins["attacks"] if not a.get("adaptive")}
+    access = {a["label"]: a.get("access", "white-box") for a in attacks if not a.get("adaptive")}
     white = [a for a, kind in access.items() if kind == "white-box"]
     black = [a for a, kind in access.items() if kind == "black-box"]
     if not white or not black:
@@ -38,28 +39,31 @@ def black_box_beats_white_box(cells: pd.DataFrame, plugins: dict[str, list[dict]
     return notes
 
 
-def randomized_without_adaptive(store: Store, run_id: str, plugins: dict[str, list[dict]]) -> list[str]:
+def randomized_without_adaptive(store: Store, run: RunRecord) -> list[str]:
     """A defense whose predictions vary between draws or repeats, evaluated by transfer attacks only."""
+    run_id, baselines = run.run_id, with_role(run, "attacks", Role.BASELINE)
     adaptive_defenses = set(store.db.execute(
         "SELECT DISTINCT defense FROM results WHERE run_id = ? AND adaptive = 1", [run_id]).fetchall())
     adaptive_defenses = {d for (d,) in adaptive_defenses}
     varying = {d for (d,) in store.db.execute(
         "SELECT DISTINCT defense FROM results WHERE run_id = ? AND vote_frac < 1", [run_id]).fetchall()}
     # clean inputs are the same in every repeat, so differing clean predictions mean randomness
+    marks = ", ".join("?" for _ in baselines)
     varying |= {d for (d,) in store.db.execute(
-        "SELECT DISTINCT defense FROM results WHERE run_id = ? AND attack = ? GROUP BY model, defense, idx "
-        "HAVING COUNT(DISTINCT pred) > 1", [run_id, CLEAN]).fetchall()}
+        f"SELECT DISTINCT defense FROM results WHERE run_id = ? AND attack IN ({marks}) GROUP BY model, defense, idx "
+        "HAVING COUNT(DISTINCT pred) > 1", [run_id, *baselines]).fetchall()}
     return [f"defense {d}: its predictions vary between draws or repeats, and no adaptive attack (with EOT) targets "
             "it in this grid, so its robust accuracy is unverified. Add [[attacks]] plugin = \"adaptive\"."
-            for d in [e["label"] for e in plugins["defenses"]] if d in varying and d not in adaptive_defenses]
+            for d in run.labels("defenses") if d in varying and d not in adaptive_defenses]
 
 
 def zero_gradients(store: Store, run_id: str) -> list[str]:
-    """Attack success on examples whose input gradient is exactly zero: the loss surface is flat there."""
+    """Attack success on examples whose input gradient is exactly zero: the loss surface is flat there.
+
+    The gradient is recorded on the baseline's (clean) rows only, so a row with one is a clean row."""
     rows = pd.read_sql_query(
-        "SELECT model, repeat, idx, MIN(grad_norm) AS grad_norm FROM results WHERE run_id = ? AND attack = ? "
-        "AND grad_norm IS NOT NULL GROUP BY model, repeat, idx", store.db.conn, params=[run_id, CLEAN]) \
-        if "grad_norm" in store.db["results"].columns_dict else pd.DataFrame()
+        "SELECT model, repeat, idx, MIN(grad_norm) AS grad_norm FROM results WHERE run_id = ? "
+        "AND grad_norm IS NOT NULL GROUP BY model, repeat, idx", store.db.conn, params=[run_id])
     if rows.empty:
         return []
     zero = rows[rows.grad_norm == 0]
@@ -68,8 +72,8 @@ def zero_gradients(store: Store, run_id: str) -> list[str]:
         broken = store.db.execute(
             "SELECT COUNT(DISTINCT r.repeat || ':' || r.idx) FROM results r JOIN results c ON c.run_id = r.run_id "
             "AND c.model = r.model AND c.repeat = r.repeat AND c.idx = r.idx AND c.defense = r.defense "
-            "AND c.attack = ? WHERE r.run_id = ? AND r.model = ? AND r.attack != ? AND c.correct = 1 "
-            "AND r.correct = 0 AND c.grad_norm = 0", [CLEAN, run_id, model, CLEAN]).fetchone()[0]
+            "WHERE r.run_id = ? AND r.model = ? AND r.grad_norm IS NULL AND c.correct = 1 "
+            "AND r.correct = 0 AND c.grad_norm = 0", [run_id, model]).fetchone()[0]
         if broken:
             notes.append(f"{model}: {len(group)} example(s) have a zero input gradient at the clean point, and attacks "
                          f"still succeed on {broken} of them. Gradient-based attacks have nothing to follow there "
@@ -79,8 +83,6 @@ def zero_gradients(store: Store, run_id: str) -> list[str]:
 
 def too_few_examples(cells: pd.DataFrame, names: dict[str, str]) -> list[str]:
     """Pairs of defense rows whose worst cases cannot be told apart at 95 % with this many examples."""
-    from reports.content import COLUMN_NAMES
-
     keys = set(cells.key)
     column = next((k for k in (WORST_ADAPTIVE, WORST, WORST_TRANSFER) if k in keys), None)
     if column is None:
@@ -102,11 +104,9 @@ def too_few_examples(cells: pd.DataFrame, names: dict[str, str]) -> list[str]:
     return notes
 
 
-def automatic_checks(store: Store, run: dict[str, Any], cells: pd.DataFrame, plugins: dict[str, list[dict]],
-                     names: dict[str, str]) -> list[str]:
-    rid = run["run_id"]
-    notes = [w.removeprefix("warning: ") for w in warnings_for(store, rid)]
+def automatic_checks(store: Store, run: RunRecord, cells: pd.DataFrame, names: dict[str, str]) -> list[str]:
+    notes = [w.removeprefix("warning: ") for w in warnings_for(store, run.run_id)]
     if cells.empty:
         return notes
-    return (notes + black_box_beats_white_box(cells, plugins) + randomized_without_adaptive(store, rid, plugins)
-            + zero_gradients(store, rid) + too_few_examples(cells, names))
+    return (notes + black_box_beats_white_box(cells, run.entries("attacks")) + randomized_without_adaptive(store, run)
+            + zero_gradients(store, run.run_id) + too_few_examples(cells, names))

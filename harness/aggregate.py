@@ -1,0 +1,52 @@
+"""Accuracies as the tables show them, from the store: per cell the mean and standard deviation over
+repeats, for every attack and for the worst cases. The CLI summary and the reports both read these.
+
+Honest by default: when the grid holds adaptive attacks (attacks on model + defense), the worst
+case over *all* attacks, transfer and adaptive (Croce et al.'s definition), is the column to report;
+the paper's transfer-only worst case stands beside it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.records import RunRecord
+from harness.store import Store
+
+WORST = "worst case"
+WORST_TRANSFER = "worst case (transfer)"
+WORST_ADAPTIVE = "worst case (adaptive) — report this"
+CELL_COLUMNS = ["model", "defense", "key", "mean", "std", "repeats", "n"]
+
+
+def adaptive_attacks(run: RunRecord) -> list[str]:
+    return [a["label"] for a in run.entries("attacks") if a.get("adaptive")]
+
+
+def worst_columns(run: RunRecord) -> dict[str, list[str]]:
+    """Worst-case column name → the attacks it takes the per-example AND over (clean included)."""
+    attacks = run.labels("attacks")
+    adaptive = adaptive_attacks(run)
+    if not adaptive:
+        return {WORST: attacks}
+    return {WORST_TRANSFER: [a for a in attacks if a not in adaptive], WORST_ADAPTIVE: attacks}
+
+
+def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and sample standard deviation (ddof=1; 0 for a single repeat) of ``acc`` over repeats, in %,
+    with the number of repeats and the fewest examples any repeat's accuracy was taken over."""
+    grouped = frame.groupby(keys, sort=False)
+    out = pd.DataFrame({"mean": grouped["acc"].mean() * 100, "std": grouped["acc"].std(ddof=1).fillna(0.0) * 100,
+                        "repeats": grouped["acc"].count(), "n": grouped["n"].min()})
+    return out.reset_index()
+
+
+def cells(store: Store, run: RunRecord) -> pd.DataFrame:
+    """model, defense, key (an attack label or a worst-case column), mean, std (in %), repeats, n."""
+    frames = [store.accuracy(run.run_id).rename(columns={"attack": "key"})]
+    for key, attacks in worst_columns(run).items():
+        frames.append(store.worst_case(run.run_id, attacks).assign(key=key))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=CELL_COLUMNS)
+    return mean_std(pd.concat(frames, ignore_index=True), ["model", "defense", "key"])

@@ -1,0 +1,46 @@
+"""One batch of one work unit: what it is evaluated with, and what it yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness.config import Entry
+from harness.interfaces import Attack, Defense
+from harness.plan import Unit
+from harness.records import ExampleRow, ResultRow
+from harness.seeding import generator_for
+from harness.threat import ThreatModel
+
+
+@dataclass
+class BatchContext:
+    """Everything one batch of one unit is evaluated with."""
+
+    run_id: str
+    seed: int
+    unit: Unit
+    model: nn.Module
+    attack: Attack
+    defenses: list[tuple[Entry, Defense]]
+    threat: ThreatModel
+    start: int
+    x: Tensor
+    y: Tensor
+
+    def generator(self, *purpose: object) -> torch.Generator:
+        """This batch's own random stream for one purpose: a resumed unit draws what an uninterrupted one would."""
+        return generator_for(self.seed, self.unit.key, self.start, *purpose, device=self.x.device)
+
+
+@dataclass
+class Batch:
+    """One evaluated batch of a unit: its rows (one per example and defense) and saved example images."""
+
+    start: int
+    stop: int
+    rows: list[ResultRow]
+    examples: list[ExampleRow]
+    seconds: float

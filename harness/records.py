@@ -1,0 +1,155 @@
+"""The rows the harness stores, declared once. The store derives its tables from these dataclasses.
+
+A database carries SQLite's ``application_id`` (this is ours) and ``user_version`` (the schema
+version of these records); the store refuses a file that is not ours or of another version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x52484152   # "RHAR": robustness-harness results
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One grid run: what it evaluated (its identity), with what, and how."""
+
+    run_id: str
+    config_path: str
+    config_text: str
+    identity: str            # JSON: everything that determines the rows
+    plugins: str             # JSON: every entry with its resolved parameters and what its plugin declares
+    dataset: str             # the dataset entry's label
+    dataset_display: str     # e.g. "CIFAR-10 (JPEG)"
+    dataset_caveat: str | None
+    classes: str             # JSON list of class names
+    n_examples: int
+    norm: str
+    eps: float
+    repeats: int
+    votes: int
+    precision: str
+    device: str
+    harness_version: str
+    harness_commit: str
+    versions: str            # JSON: package → version
+    started: float
+    ended: float | None = None
+
+    def entries(self, kind: str) -> list[dict[str, Any]]:
+        """The recorded entries of one kind ("attacks", "defenses", "models"), in grid order."""
+        return json.loads(self.plugins)[kind]
+
+    def labels(self, kind: str) -> list[str]:
+        return [e["label"] for e in self.entries(kind)]
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """A work unit and its progress: ``done`` examples (a prefix) are committed."""
+
+    run_id: str
+    unit_key: str
+    model: str
+    attack: str
+    defenses: str            # JSON list of defense labels
+    repeat: int
+    adaptive: int
+    total: int
+    forward: float           # planned cost, in forward passes of one image
+    backward: float
+    done: int = 0
+    finished: int = 0
+    seconds: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExampleKey:
+    """Which example of which unit under which defense a row is about."""
+
+    run_id: str
+    unit_key: str
+    model: str
+    attack: str
+    defense: str
+    repeat: int
+    idx: int
+
+
+@dataclass(frozen=True)
+class ResultRow(ExampleKey):
+    """One example of one unit under one defense: the runner's verdict."""
+
+    adaptive: int
+    label: int
+    pred: int
+    correct: int
+    vote_frac: float         # share of the defense's draws that agree with the majority
+    attack_s: float          # seconds per example
+    defense_s: float
+    linf: float
+    l2: float
+    queries: int | None = None
+    grad_norm: float | None = None   # ‖∇ₓCE‖₁ at the clean input (baseline units only)
+
+
+@dataclass(frozen=True)
+class ExampleRow(ExampleKey):
+    """A saved image triple (clean, adversarial, defended) of a unit's first examples (Figure 2c)."""
+
+    label: int
+    pred_adv: int
+    pred_defended: int
+    ssim_adv: float
+    ssim_defended: float
+    clean_png: bytes
+    adv_png: bytes
+    defended_png: bytes
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """An example range [start, stop) of a unit whose rows are committed."""
+
+    run_id: str
+    unit_key: str
+    start: int
+    stop: int
+
+
+RESULT_KEY = ("run_id", "model", "attack", "defense", "repeat", "idx")   # unit_key follows from the rest
+TABLES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "runs": (RunRecord, ("run_id",)),
+    "units": (UnitRecord, ("run_id", "unit_key")),
+    "results": (ResultRow, RESULT_KEY),
+    "examples": (ExampleRow, RESULT_KEY),
+    "shards": (ShardRecord, ("run_id", "unit_key", "start")),
+}
+
+
+def columns(record: type) -> dict[str, type]:
+    """A record's fields as sqlite-utils column types (``X | None`` is a nullable X)."""
+    hints = typing.get_type_hints(record)
+    out = {}
+    for f in dataclasses.fields(record):
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        out[f.name] = tp
+    return out
+
+
+def as_row(record: Any) -> dict[str, Any]:
+    return dict(vars(record))
+
+
+def from_row(record: type, row: dict[str, Any]) -> Any:
+    return record(**{f.name: row[f.name] for f in dataclasses.fields(record)})

@@ -1,0 +1,24 @@
+"""How reports name things: every attack and defense by what its plugin declared, recorded in the run."""
+
+from __future__ import annotations
+
+from harness.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
+from harness.interfaces import Role
+from harness.records import RunRecord
+
+COLUMN_NAMES = {WORST: "Worst Case", WORST_TRANSFER: "Worst Case (transfer)", WORST_ADAPTIVE: "Worst Case (adaptive)"}
+
+
+def display_names(run: RunRecord) -> dict[str, str]:
+    """Label → the name tables print: the plugin's declared name where the grid kept the default label
+    (the plugin's own name), the grid's label otherwise."""
+    names = {}
+    for kind in ("attacks", "defenses"):
+        for e in run.entries(kind):
+            names[e["label"]] = (e.get("display_name") or e["label"]) if e["label"] == e["plugin"] else e["label"]
+    return names
+
+
+def with_role(run: RunRecord, kind: str, role: Role) -> list[str]:
+    """Labels of the run's entries whose plugins declared ``role``, in grid order."""
+    return [e["label"] for e in run.entries(kind) if e.get("role") == role.value]

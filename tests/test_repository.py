@@ -1,0 +1,113 @@
+"""The repository's own rules: the core knows no plugin by name, the installed names cannot clash, and the
+repository speaks of the project only."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+CORE = ("harness", "reports")
+PROSE = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+CODE = [p for folder in ("harness", "plugins", "reports", "benchmarks", "scripts", "configs", "tests", "examples")
+        for p in sorted((REPO / folder).rglob("*")) if p.suffix in (".py", ".toml", ".sh", ".j2", ".md")]
+# How the project was built is not what it is: such notes belong outside the repository.
+BUILD_HISTORY = [re.compile(p, re.I) for p in (r"\bsessions?\b", r"\bissues?\s*#?\d", r"\bthe issue\b", r"\bissue's\b",
+                                               r"\blent\b")]
+
+
+# String literals that equal a plugin's name by coincidence, not to name that plugin: (file, literal) → why.
+COINCIDENCES = {
+    ("harness/losses.py", "none"): "torch's reduction argument",
+    ("harness/compat.py", "autoattack"): "the module name robustbench imports",
+    ("harness/compat.py", "square"): "a pyautoattack submodule",
+    ("harness/compat.py", "robustbench"): "the library's module name",
+    ("harness/provenance.py", "torchattacks"): "a distribution whose version is recorded",
+    ("harness/provenance.py", "robustbench"): "a distribution whose version is recorded",
+    ("harness/aggregate.py", "adaptive"): "the recorded field saying an attack goes through the defense",
+    ("reports/warnings.py", "adaptive"): "the recorded field saying an attack goes through the defense",
+    ("reports/render.py", "adaptive"): "the file name adaptive.tex",
+}
+
+
+def _string_constants(path: Path) -> set[str]:
+    return {node.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)}
+
+
+def test_the_core_imports_no_plugin_module():
+    offenders = []
+    for folder in CORE:
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("plugins", "harness_plugins")]
+    assert offenders == []
+
+
+def test_no_plugin_name_is_a_string_literal_in_the_core(registry):
+    names = {spec.name for spec in registry.all()}
+    offenders = []
+    for folder in CORE:
+        for path in (REPO / folder).rglob("*.py"):
+            relative = str(path.relative_to(REPO))
+            offenders += [f"{relative}: {s!r}" for s in _string_constants(path) & names if (relative, s) not in COINCIDENCES]
+        for path in (REPO / folder).rglob("*.j2"):
+            text = path.read_text()
+            offenders += [f"{path.relative_to(REPO)}: {n!r}" for n in names if re.search(rf"[\"']{re.escape(n)}[\"']", text)]
+    assert offenders == [], "the core must read roles and names from what plugins declare, not know them by name"
+
+
+def test_the_repository_speaks_only_of_the_project():
+    offenders = []
+    for path in PROSE + CODE:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            line = line.replace('scope="session"', "")  # pytest's fixture scope, not a note
+            if any(p.search(line) for p in BUILD_HISTORY):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()[:100]}")
+    assert offenders == []
+
+
+@pytest.mark.parametrize("parts", [("see ses", "sion 3 notes"), ("as iss", "ue 12 asks"), ("the iss", "ue's target"),
+                                   ("a le", "nt GPU")])
+def test_the_history_check_can_fail(parts):
+    assert any(p.search("".join(parts)) for p in BUILD_HISTORY)  # split here so this file passes its own check
+
+
+def test_installed_names_do_not_clash_with_a_top_level_reports_package(tmp_path):
+    """A venv that sees this machine's packages, with the project installed beside a package whose top-level
+    module is called ``reports`` (PyPI has one): both import, and ``harness plugins`` lists the built-ins."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    other = tmp_path / "other"
+    (other / "reports").mkdir(parents=True)
+    (other / "reports" / "__init__.py").write_text("WHO = 'the other reports package'\n")
+    (other / "plugins").mkdir()
+    (other / "plugins" / "__init__.py").write_text("WHO = 'the other plugins package'\n")
+    (other / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = '
+                                          '"setuptools.build_meta"\n[project]\nname = "other-reports"\nversion = "1.0"\n'
+                                          '[tool.setuptools]\npackages = ["reports", "plugins"]\n')
+    for project in (REPO, other):  # the venv's python runs the machine's pip, so it installs into the venv
+        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                               str(project)], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    check = subprocess.run([str(python), "-c", "import reports, plugins, harness_reports.render, harness_plugins.attacks, "
+                            "harness; print(reports.WHO, '|', plugins.WHO, '|', harness.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert "the other reports package | the other plugins package" in check.stdout
+    assert check.stdout.strip().endswith(f"{site}/harness/__init__.py")      # the installed copy, not the checkout
+    listing = subprocess.run([str(env_dir / "bin" / "harness"), "plugins", "--kind", "defense"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "hedge  —  Hedge Defense" in listing.stdout and "[robustness-harness" in listing.stdout
