@@ -32,7 +32,7 @@ class BatchContext:
 
     def generator(self, *purpose: object) -> torch.Generator:
         """This batch's own random stream for one purpose: a resumed unit draws what an uninterrupted one would."""
-        return generator_for(self.seed, self.unit.key, self.start, *purpose, device=self.x.device)
+        return generator_for(self.seed, self.unit.stream, self.start, *purpose, device=self.x.device)
 
 
 @dataclass

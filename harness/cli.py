@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, PluginCrash
 from harness.registry import Registry
 
 BUG_REPORT = "this is a bug in the harness or a plugin; please report it with the traceback above"
@@ -47,17 +47,16 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     from harness.runner import run_grid
     from harness.store import Store
 
-    store = Store(grid.db)
+    if args.executor != "ray" and (args.shard_size or args.ray_address):
+        raise HarnessError("--shard-size and --ray-address apply to --executor ray only")
     if args.executor == "ray":
         from harness.ray_executor import run_with_ray
 
-        run_id = run_with_ray(grid, registry, store, address=args.ray_address, shard_size=args.shard_size,
+        run_id = run_with_ray(grid, registry, address=args.ray_address, shard_size=args.shard_size,
                               progress=not args.quiet)
-    else:
-        if args.shard_size or args.ray_address:
-            raise HarnessError("--shard-size and --ray-address apply to --executor ray only")
-        run_id = run_grid(grid, registry, store=store, progress=not args.quiet)
-    _print_summary(store, run_id)
+    else:  # the database is opened once every check (grid, data, models) has passed
+        run_id = run_grid(grid, registry, progress=not args.quiet)
+    _print_summary(Store(grid.db, readonly=True), run_id)
     print(f"results in {grid.db}; tables and figures: harness report --db {grid.db} --out DIR")
     return 0
 
@@ -182,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         registry = Registry()
         args = parser(registry).parse_args(argv)
         return args.func(args, registry)
+    except PluginCrash as exc:  # a plugin's own failure: say which, then show where in its code
+        print(f"harness: error: {exc}; its traceback follows", file=sys.stderr)
+        traceback.print_exception(exc.cause, file=sys.stderr)
+        return 2
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2

@@ -1,32 +1,33 @@
 """Grid files (TOML): parsing and validation before any work starts.
 
 Every error names the file, the key and the allowed values. Nothing in a grid file is executed:
-values are plain TOML data, and ``eps = "8/255"`` is parsed as a fraction, never evaluated.
+values are plain TOML data, and ``eps = "8/255"`` is parsed as a fraction, never evaluated. Every
+entry's plugin is built and checked here (e.g. a torchattacks class name and its keywords), and the
+files its models and data are read from are hashed into the grid's identity.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
-from harness.errors import ConfigError, PluginError
+from harness.errors import ConfigError, HarnessError, PluginError
+from harness.fingerprint import contents
 from harness.interfaces import Role
 from harness.precision import Compute, Precision
 from harness.registry import Registry, suggest
 from harness.specs import Kind, PluginSpec
 from harness.threat import Norm, ThreatModel
+from harness.values import coerce, integer, label, radius
 
 TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
             "batch_size", "device", "db", "votes", "save_examples", "precision", "channels_last", "compile")
 DEVICES = ("cpu", "cuda", "auto")
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
+MAX_VOTES = 1001   # draws are batched together; beyond this a vote costs more than it tells
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,14 @@ class Entry:
     label: str
     params: tuple[tuple[str, Any], ...] = ()
     eps: float | None = None    # attacks only: a radius of their own (ε sweeps); None = the grid's
+    contents: tuple[tuple[str, str], ...] = ()   # (file, sha256) of what it reads: models' weights, the data
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
 
     def as_json(self) -> dict[str, Any]:
-        out = {"plugin": self.plugin, "label": self.label, "params": dict(self.params)}
-        if self.eps is not None:  # only when set, so grids without it keep their run ids
-            out["eps"] = self.eps
-        return out
+        return {"plugin": self.plugin, "label": self.label, "params": dict(self.params), "eps": self.eps,
+                "contents": dict(self.contents)}
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,9 @@ class GridConfig:
 
     def _shared_identity(self) -> dict[str, Any]:
         """What every unit of the grid shares. A new grid key that changes results belongs here, once."""
-        return {
-            "dataset": self.dataset.as_json(), "n": self.n_examples, "norm": self.threat.norm.value,
-            "eps": self.threat.eps, "seed": self.seed, "batch_size": self.batch_size, "votes": self.votes,
-            **({} if self.compute.is_default else {"compute": self.compute.as_json()}),
-        }
+        return {"dataset": self.dataset.as_json(), "n": self.n_examples, "norm": self.threat.norm.value,
+                "eps": self.threat.eps, "seed": self.seed, "batch_size": self.batch_size, "votes": self.votes,
+                "compute": self.compute.as_json()}
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's rows (not where they are stored or on which device)."""
@@ -99,63 +97,25 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def parse_number(value: Any, file: str, key: str) -> float:
-    """A float, an int, or a fraction written as a string such as "8/255"."""
-    if isinstance(value, bool):
-        raise ConfigError(file, key, f"expected a number, got {value!r}", "a number such as 0.5 or a fraction such as \"8/255\"")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        match = _FRACTION.match(value)
-        if match and float(match.group(2)) != 0:
-            return float(match.group(1)) / float(match.group(2))
-    raise ConfigError(file, key, f"expected a number, got {value!r}", "a number such as 0.5 or a fraction such as \"8/255\"")
+def _read(path: str | Path) -> tuple[str, dict[str, Any]]:
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "(file)", "file not found; pass an existing grid with --grid") from None
+    except IsADirectoryError:
+        raise ConfigError(file, "(file)", "is a directory; pass the grid's TOML file with --grid") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "(file)", "not a text file (it is not UTF-8); pass the grid's TOML file") from None
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot be read: {exc.strerror}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", f"not valid TOML: {exc}") from None
 
 
-def coerce(value: Any, tp: Any, file: str, key: str) -> Any:
-    """Check a TOML value against a plugin parameter's declared type; return it in that type."""
-    origin = get_origin(tp)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            raise ConfigError(file, key, f"{value!r} is not allowed{suggest(str(value), [str(a) for a in allowed])}",
-                              ", ".join(repr(a) for a in allowed))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce(value, option, file, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(file, key, f"expected true or false, got {value!r}", "true, false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(file, key, f"expected an integer, got {value!r}", "an integer")
-        return value
-    if tp is float:
-        return parse_number(value, file, key)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(file, key, f"expected a table such as {{steps = 10}}, got {value!r}", "a TOML table")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(file, key, f"expected a string, got {value!r}", "a string")
-        return value
-    return value
-
-
-def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> Entry:
+def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: Norm) -> Entry:
     if isinstance(raw, str):
         raw = {"plugin": raw}
     if not isinstance(raw, dict):
@@ -167,20 +127,28 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> Ent
     try:
         spec = registry.get(kind, name)
     except PluginError:
-        raise ConfigError(file, f"{key}.plugin", f"unknown {kind.value} plugin {name!r}{suggest(str(name), registry.names(kind))}",
-                          ", ".join(registry.names(kind))) from None
+        raise ConfigError(file, f"{key}.plugin", f"unknown {kind.value} plugin {name!r}"
+                          f"{suggest(str(name), registry.names(kind))}", ", ".join(registry.names(kind))) from None
     # default display name: a `name` parameter where the plugin has one (RobustBench IDs, torchattacks classes)
-    label = raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name)
-    if not isinstance(label, str) or not label:
-        raise ConfigError(file, f"{key}.label", f"expected a non-empty string, got {label!r}")
+    shown = label(raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name), file, f"{key}.label")
     eps = None
     if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
-        eps = parse_number(raw["eps"], file, f"{key}.eps")
-        if eps < 0:
-            raise ConfigError(file, f"{key}.eps", f"must be >= 0, got {eps}", "a number >= 0, e.g. \"4/255\"")
+        eps = radius(raw["eps"], norm, file, f"{key}.eps")
     params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label", "eps") or
                             (k == "eps" and kind is not Kind.ATTACK)}, file, key)
-    return Entry(plugin=name, label=label, params=params, eps=eps)
+    entry = Entry(plugin=name, label=shown, params=params, eps=eps)
+    _check(spec, entry, file, key)
+    return entry
+
+
+def _check(spec: PluginSpec, entry: Entry, file: str, key: str) -> None:
+    """Build the plugin with the entry's parameters and run its own checks, before any work starts."""
+    try:
+        spec.factory(**entry.kwargs()).check()
+    except HarnessError as exc:
+        raise ConfigError(file, key, str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(file, key, f"plugin {spec.name!r} rejected its parameters: {exc}") from None
 
 
 def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tuple[tuple[str, Any], ...]:
@@ -197,40 +165,38 @@ def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tup
         if param is None:
             raise ConfigError(file, f"{key}.{name}", f"plugin {spec.name!r} has no parameter {name!r}{suggest(name, names)}",
                               ", ".join(names) or "(none)")
-        out.append((name, coerce(value, param.type, file, f"{key}.{name}")))
+        out.append((name, coerce(value, param, file, f"{key}.{name}")))
     for param in spec.params:
         if param.required and param.name not in given:
             raise ConfigError(file, f"{key}.{param.name}", f"plugin {spec.name!r} needs this parameter: {param.help}")
     return tuple(sorted(out))
 
 
-def _int(raw: dict, key: str, default: int | None, file: str, minimum: int) -> int:
-    if key not in raw:
-        if default is None:
-            raise ConfigError(file, key, "missing", f"an integer >= {minimum}")
-        return default
-    value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(file, key, f"expected an integer >= {minimum}, got {value!r}", f"an integer >= {minimum}")
-    return value
-
-
-def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, default: list | None) -> tuple[Entry, ...]:
-    if key not in raw and default == []:
-        return ()
-    items = raw.get(key, default)
+def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, norm: Norm) -> tuple[Entry, ...]:
+    items = raw.get(key)
     if items is None:
         raise ConfigError(file, key, f"missing; list at least one {kind.value}", f"[[{key}]] tables naming one of: "
                           + ", ".join(registry.names(kind)))
     if not isinstance(items, list) or not items:
         raise ConfigError(file, key, f"expected a non-empty list of {kind.value} tables, got {items!r}")
-    entries = tuple(_entry(item, kind, registry, file, f"{key}[{i}]") for i, item in enumerate(items))
+    entries = tuple(_entry(item, kind, registry, file, f"{key}[{i}]", norm) for i, item in enumerate(items))
     labels = [e.label for e in entries]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise ConfigError(file, f"{key}[{i}].label", f"two {key} share the label {label!r}; give each a distinct "
+    for i, shown in enumerate(labels):
+        if shown in labels[:i]:
+            raise ConfigError(file, f"{key}[{i}].label", f"two {key} share the label {shown!r}; give each a distinct "
                               "label = \"...\"")
     return entries
+
+
+def _with_role(registry: Registry, kind: Kind, role: Role, file: str, key: str) -> PluginSpec:
+    """The one installed plugin that plays a role the grid needs (the clean baseline, the reference defense)."""
+    specs = registry.with_role(kind, role)
+    if len(specs) != 1:
+        found = ", ".join(f"{s.name!r} ({s.distribution})" for s in specs) or "no such plugin"
+        raise ConfigError(file, key, f"the grid needs exactly one installed {kind.value} plugin with role "
+                          f"{role.value!r} to use by default; found {found}",
+                          f"list the one to use under [[{kind.plural}]]")
+    return specs[0]
 
 
 def _device(raw: dict, file: str) -> str:
@@ -259,63 +225,61 @@ def _compute(raw: dict, file: str) -> Compute:
     return Compute(Precision(precision), **flags)
 
 
-def _with_role(registry: Registry, kind: Kind, role: Role, file: str, key: str) -> PluginSpec:
-    """The one installed plugin that plays a role the grid needs (the clean baseline, the reference defense)."""
-    specs = registry.with_role(kind, role)
-    if len(specs) != 1:
-        found = ", ".join(f"{s.name!r} ({s.distribution})" for s in specs) or "no such plugin"
-        raise ConfigError(file, key, f"the grid needs exactly one installed {kind.value} plugin with role "
-                          f"{role.value!r} to use by default; found {found}",
-                          f"list the one to use under [[{kind.plural}]]")
-    return specs[0]
+def _votes(raw: dict, file: str) -> int:
+    votes = integer(raw, "votes", 5, file, 1, MAX_VOTES)
+    if votes % 2 == 0:
+        raise ConfigError(file, "votes", f"{votes} is even: a tied majority would go to the lowest class index",
+                          f"an odd number from 1 to {MAX_VOTES}")
+    return votes
+
+
+def _with_contents(entry: Entry, spec: PluginSpec, files: Any) -> Entry:
+    """The entry with the sha256 of the files its plugin reads; a file not there yet is "missing"."""
+    try:
+        paths = files(spec.factory(**entry.kwargs()))
+    except HarnessError:
+        paths = []  # e.g. no data folder configured: loading it reports that, with the fix
+    return replace(entry, contents=contents(paths))
 
 
 def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None,
               n_override: int | None = None) -> GridConfig:
     file = str(path)
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(file, "(file)", "file not found; pass an existing grid with --grid") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "(syntax)", f"not valid TOML: {exc}") from None
+    text, raw = _read(path)
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(file, key, f"unknown key{suggest(key, list(TOP_KEYS))}", ", ".join(TOP_KEYS))
-    if "dataset" not in raw:
-        raise ConfigError(file, "dataset", "missing", ", ".join(registry.names(Kind.DATASET)))
-    dataset = _entry(raw["dataset"], Kind.DATASET, registry, file, "dataset")
     norm_text = raw.get("norm", "Linf")
     if norm_text not in [n.value for n in Norm]:
         raise ConfigError(file, "norm", f"{norm_text!r} is not a norm{suggest(str(norm_text), [n.value for n in Norm])}",
                           ", ".join(n.value for n in Norm))
+    norm = Norm(norm_text)
+    if "dataset" not in raw:
+        raise ConfigError(file, "dataset", "missing", ", ".join(registry.names(Kind.DATASET)))
+    n_examples = n_override or integer(raw, "n_examples", None, file, 1)
+    dataset = _entry(raw["dataset"], Kind.DATASET, registry, file, "dataset", norm)
+    dataset = _with_contents(dataset, registry.get(Kind.DATASET, dataset.plugin), lambda d: d.source_files(n_examples))
     if "eps" not in raw:
         raise ConfigError(file, "eps", "missing; the radius of the threat model", "a number >= 0, e.g. \"8/255\"")
-    eps = parse_number(raw["eps"], file, "eps")
-    if eps < 0:
-        raise ConfigError(file, "eps", f"must be >= 0, got {eps}", "a number >= 0")
-    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, default=[])
+    eps = radius(raw["eps"], norm, file, "eps")
+    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, norm) if "attacks" in raw else ()
     if not any(registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE for a in attacks):
         baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
         attacks = (Entry(plugin=baseline.name, label=baseline.name),) + attacks  # clean accuracy, always evaluated
     if "defenses" in raw:
-        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, default=None)
+        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, norm)
     else:
         reference = _with_role(registry, Kind.DEFENSE, Role.REFERENCE, file, "defenses")
         defenses = (Entry(plugin=reference.name, label=reference.name),)
+    models = tuple(_with_contents(m, registry.get(Kind.MODEL, m.plugin), lambda source: source.source_files())
+                   for m in _entries(raw, "models", Kind.MODEL, registry, file, norm))
     db = db_override or raw.get("db", "results.sqlite")
     if not isinstance(db, str) or not db:
-        raise ConfigError(file, "db", f"expected a file path, got {db!r}")
+        raise ConfigError(file, "db", f"expected a file path, got {db!r}", "a path such as \"results/run.sqlite\"")
     return GridConfig(
-        path=file, dataset=dataset, n_examples=n_override or _int(raw, "n_examples", None, file, 1),
-        threat=ThreatModel(Norm(norm_text), eps),
-        models=_entries(raw, "models", Kind.MODEL, registry, file, default=None),
-        attacks=attacks,
-        defenses=defenses,
-        repeats=_int(raw, "repeats", 1, file, 1), seed=_int(raw, "seed", 0, file, 0),
-        batch_size=_int(raw, "batch_size", 128, file, 1), device=_device(raw, file), db=db,
-        votes=_int(raw, "votes", 5, file, 1), save_examples=_int(raw, "save_examples", 8, file, 0),
+        path=file, dataset=dataset, n_examples=n_examples, threat=ThreatModel(norm, eps), models=models,
+        attacks=attacks, defenses=defenses, repeats=integer(raw, "repeats", 1, file, 1),
+        seed=integer(raw, "seed", 0, file, 0), batch_size=integer(raw, "batch_size", 128, file, 1),
+        device=_device(raw, file), db=db, votes=_votes(raw, file), save_examples=integer(raw, "save_examples", 8, file, 0),
         compute=_compute(raw, file), text=text,
     )

@@ -28,5 +28,13 @@ class DataError(HarnessError):
     """A dataset or checkpoint file is missing, corrupt or of the wrong shape."""
 
 
+class PluginCrash(HarnessError):
+    """A plugin raised an exception of its own. The CLI prints which plugin, then the plugin's traceback."""
+
+    def __init__(self, message: str, cause: BaseException):
+        super().__init__(message)
+        self.cause = cause
+
+
 class StoreError(HarnessError):
     """A results database cannot be opened or written: missing, not ours, of another version, read-only, full."""

@@ -97,6 +97,10 @@ class Plugin:
     def shown_name(self) -> str:
         return self.display_name
 
+    def check(self) -> None:
+        """Checks of the parameters that need no model or data (a grid runs them when it is loaded);
+        raise ``PluginError`` saying what is wrong and how to fix it."""
+
 
 @dataclass(frozen=True)
 class Attack(Plugin):
@@ -208,6 +212,9 @@ class DataSource:
 
     def load(self, n: int) -> LabelledData:
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Checks of the parameters that need no files (a grid runs them when it is loaded)."""
 
     def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(images in [0,1] as float32 (N, C, H, W), int64 labels) of the training split."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,15 @@ class Unit:
     def describe(self) -> str:
         defended = self.defenses[0].label if self.adaptive else "bare model"
         return f"{self.model.label} × {self.attack.label} [{defended}] × r{self.repeat}"
+
+    @property
+    def stream(self) -> str:
+        """The unit's place in the grid, which seeds its random draws (with the grid's seed and the batch).
+
+        Not the key: runs that differ only in precision, a file's bytes or a plugin's parameters draw the
+        same noise (common random numbers), so that comparing them example by example isolates the change."""
+        defenses = [d.label for d in self.defenses] if self.adaptive else []
+        return json.dumps([self.model.label, self.attack.label, defenses, self.repeat])
 
 
 def build(registry: Registry, entry: Entry, kind: Kind) -> Any:

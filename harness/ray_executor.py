@@ -65,7 +65,7 @@ def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch
     return {"rows": rows, "examples": examples, "seconds": seconds, "start": start, "stop": stop}
 
 
-def run_with_ray(grid: GridConfig, registry: Registry, store: Store, *, address: str | None = None,
+def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = None, *, address: str | None = None,
                  shard_size: int | None = None, max_retries: int = 3, num_cpus: int | None = None,
                  progress: bool = True, task_body: Callable[..., dict[str, Any]] = evaluate_range) -> str:
     """Evaluate the grid's unfinished units (or shards of them) as Ray tasks running ``task_body``."""
@@ -75,6 +75,7 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store, *, address:
         raise HarnessError("--executor ray needs Ray: pip install 'robustness-harness[ray]' (or pip install ray)") from None
     runner = Runner(grid, registry, store, progress=progress)
     data, units = runner.prepare()  # data loaded, every model checked and the run recorded before any task starts
+    store = runner.store
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0)

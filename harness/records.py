@@ -117,12 +117,26 @@ class ExampleRow(ExampleKey):
 
 @dataclass(frozen=True)
 class ShardRecord:
-    """An example range [start, stop) of a unit whose rows are committed."""
+    """An example range [start, stop) of a unit whose rows are committed, and which process computed it."""
 
     run_id: str
     unit_key: str
     start: int
     stop: int
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """A unit one process is computing. Another process takes it over only once the claim is stale: its
+    process is gone (same host) or its heartbeat stopped."""
+
+    run_id: str
+    unit_key: str
+    owner: str               # host:pid:random, unique per process
+    host: str
+    pid: int
+    heartbeat: float
 
 
 RESULT_KEY = ("run_id", "model", "attack", "defense", "repeat", "idx")   # unit_key follows from the rest
@@ -132,6 +146,7 @@ TABLES: dict[str, tuple[type, tuple[str, ...]]] = {
     "results": (ResultRow, RESULT_KEY),
     "examples": (ExampleRow, RESULT_KEY),
     "shards": (ShardRecord, ("run_id", "unit_key", "start")),
+    "claims": (ClaimRecord, ("run_id", "unit_key")),
 }
 
 

@@ -15,7 +15,8 @@ import torch
 from tqdm import tqdm
 
 from harness.batch import Batch, BatchContext
-from harness.checks import check_attack_output, check_model_fits, check_model_untouched, model_state
+from harness.checks import (ModelState, check_attack_output, check_inputs_untouched, check_model_fits, check_queries,
+                            plugin_call)
 from harness.config import GridConfig
 from harness.defended import Defended, predict_defended
 from harness.device import synchronize
@@ -26,7 +27,7 @@ from harness.provenance import run_record
 from harness.records import ResultRow, UnitRecord
 from harness.registry import Registry
 from harness.specs import Kind
-from harness.store import Store
+from harness.store import Heartbeat, Owner, Store
 from harness.threat import Norm, distance
 
 log = logging.getLogger("harness")
@@ -42,6 +43,7 @@ class Runner:
     def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True):
         self.grid, self.registry, self.progress, self._store = grid, registry, progress, store
         self.device = resolve_device(grid.device)
+        self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)]
 
     @property
@@ -54,16 +56,23 @@ class Runner:
         return build(self.registry, self.grid.dataset, Kind.DATASET)
 
     def load_data(self) -> LabelledData:
-        return self.dataset().load(self.grid.n_examples)
+        entry = self.grid.dataset
+        with plugin_call("dataset", entry.label, entry.plugin):
+            return self.dataset().load(self.grid.n_examples)
 
     def load_model(self, index: int) -> LoadedModel:
-        loaded = build(self.registry, self.grid.models[index], Kind.MODEL).load(self.device)
+        entry = self.grid.models[index]
+        with plugin_call("model", entry.label, entry.plugin):
+            loaded = build(self.registry, entry, Kind.MODEL).load(self.device)
         loaded.module.eval()  # the harness sets eval mode once; plugins must not change it
         return LoadedModel(self.grid.compute.prepare_model(loaded.module), loaded.dataset, loaded.num_classes)
 
     def prepare(self) -> tuple[LabelledData, list[Unit]]:
-        """Load the data onto the device, check every model, record the run and its units; nothing is evaluated."""
+        """Check the database, load the data onto the device, check every model, then record the run and
+        its units; nothing is evaluated, and nothing is written before every check has passed."""
         grid = self.grid
+        if self._store is None:
+            Store.check_path(grid.db)
         data = self.load_data()
         x = grid.compute.prepare_inputs(data.x.to(self.device))  # kept on the device for the whole run
         data = LabelledData(x, data.y.to(self.device), data.classes, data.domain, data.display_name)
@@ -82,20 +91,36 @@ class Runner:
         return data, units
 
     def run(self) -> str:
+        """Evaluate every unfinished unit this process can claim, then wait for (or take over) the units other
+        processes on the same database hold, so that each process returns when the whole grid is done."""
         grid = self.grid
         data, units = self.prepare()
+        owner = Owner.here()
         loaded_index, loaded = -1, None
-        for unit in units:
-            if self.store.unit_state(grid.run_id, unit.key).finished:
-                continue
-            index = grid.models.index(unit.model)
-            if index != loaded_index:
-                loaded_index, loaded = index, self.load_model(index)
-            self.run_unit(unit, loaded, data)
+        with Heartbeat(self.store.path, owner):
+            while True:
+                todo = [u for u in units if not self.store.unit_state(grid.run_id, u.key).finished]
+                if not todo:
+                    break
+                ran = False
+                for unit in todo:
+                    if self.store.unit_state(grid.run_id, unit.key).finished or \
+                            not self.store.claim(grid.run_id, unit.key, owner):
+                        continue
+                    index = grid.models.index(unit.model)
+                    if index != loaded_index:
+                        loaded_index, loaded = index, self.load_model(index)
+                    try:
+                        self.run_unit(unit, loaded, data, owner)
+                    finally:
+                        self.store.release(grid.run_id, unit.key, owner)
+                    ran = True
+                if not ran:  # the rest is claimed by live processes: wait, and take over what they leave
+                    time.sleep(self.poll_s)
         self.store.end_run(grid.run_id)
         return grid.run_id
 
-    def run_unit(self, unit: Unit, loaded: LoadedModel, data: LabelledData) -> None:
+    def run_unit(self, unit: Unit, loaded: LoadedModel, data: LabelledData, owner: Owner | None = None) -> None:
         grid = self.grid
         state = self.store.unit_state(grid.run_id, unit.key)
         n, started = grid.n_examples, time.perf_counter()
@@ -103,7 +128,7 @@ class Runner:
                    leave=False, dynamic_ncols=True)
         for batch in self.batches(unit, loaded, data, state.done, n):
             self.store.commit(grid.run_id, unit.key, batch.rows, batch.examples, start=batch.start, stop=batch.stop,
-                              total=n, seconds=batch.seconds)
+                              total=n, seconds=batch.seconds, owner=owner.id if owner else "")
             bar.update(batch.stop - batch.start)
         bar.close()
         message = f"finished {unit.describe()} in {time.perf_counter() - started:.1f}s"
@@ -131,23 +156,33 @@ class Runner:
                 yield self.evaluate(ctx)
 
     def evaluate(self, ctx: BatchContext) -> Batch:
-        """Attack the batch once, check the output, then score every defense on it."""
+        """Attack the batch once, check the output, then score every defense on it.
+
+        Plugins get copies of the inputs and labels, and the model is fingerprinted around every
+        call: a plugin that changes what it was given stops the unit, naming itself, before any row
+        of it is recorded (it would otherwise corrupt every later unit)."""
         grid, unit, model = self.grid, ctx.unit, ctx.model
-        before = model_state(model)
+        attack_label, n = unit.attack.label, len(ctx.x)
+        x_given, y_given = ctx.x.clone(), ctx.y.clone()
+        before = ModelState.of(model)
         t0 = time.perf_counter()
-        if unit.adaptive:
-            defended = Defended(model, ctx.defenses[0][1], ctx.generator("attack-defense"), votes=grid.votes)
-            out = ctx.attack.attack_defended(defended, ctx.x, ctx.y, ctx.threat, generator=ctx.generator("attack"))
-        else:
-            out = ctx.attack(model, ctx.x, ctx.y, ctx.threat, generator=ctx.generator("attack"))
+        with plugin_call("attack", attack_label, unit.attack.plugin):
+            if unit.adaptive:
+                defense_entry, defense = ctx.defenses[0]
+                defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes)
+                out = ctx.attack.attack_defended(defended, x_given, y_given, ctx.threat, generator=ctx.generator("attack"))
+            else:
+                out = ctx.attack(model, x_given, y_given, ctx.threat, generator=ctx.generator("attack"))
         synchronize(self.device)
-        attack_s = (time.perf_counter() - t0) / len(ctx.x)
-        check_model_untouched(unit.attack.label, before, model)
+        attack_s = (time.perf_counter() - t0) / n
         for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
             p.grad = None
+        before.check(attack_label, model)
+        check_inputs_untouched(attack_label, x_given, ctx.x, "x")
+        check_inputs_untouched(attack_label, y_given, ctx.y, "y (the labels)")
         x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
-        check_attack_output(unit.attack.label, x_adv, ctx.x, ctx.threat)
-        n = len(ctx.x)
+        check_attack_output(attack_label, x_adv, ctx.x, ctx.threat)
+        check_queries(attack_label, queries, n)
         columns = {"linf": distance(x_adv, ctx.x, Norm.LINF).tolist(), "l2": distance(x_adv, ctx.x, Norm.L2).tolist(),
                    "queries": [None] * n if queries is None else [int(q) for q in queries],
                    "grad_norm": [None] * n}
@@ -155,13 +190,15 @@ class Runner:
             columns.update(observer.columns(ctx, x_adv))
         rows, examples = [], []
         for entry, defense in ctx.defenses:
-            before = model_state(model)
-            preds = predict_defended(model, defense, x_adv, defense.draws(grid.votes), ctx.generator("defense", entry.label))
-            check_model_untouched(entry.label, before, model)
+            before = ModelState.of(model)
+            with plugin_call("defense", entry.label, entry.plugin):
+                preds = predict_defended(model, defense, x_adv, defense.draws(grid.votes),
+                                         ctx.generator("defense", entry.label))
+            before.check(entry.label, model)
             pred, y = preds.pred.tolist(), ctx.y.tolist()
             for i in range(n):
                 rows.append(ResultRow(
-                    run_id=ctx.run_id, unit_key=unit.key, model=unit.model.label, attack=unit.attack.label,
+                    run_id=ctx.run_id, unit_key=unit.key, model=unit.model.label, attack=attack_label,
                     defense=entry.label, repeat=unit.repeat, idx=ctx.start + i, adaptive=int(unit.adaptive),
                     label=y[i], pred=pred[i], correct=int(pred[i] == y[i]), vote_frac=float(preds.vote_frac[i]),
                     attack_s=attack_s, defense_s=preds.seconds / n,

@@ -1,7 +1,8 @@
 """Reproducible randomness: every batch draws from its own generator, seeded from what it is.
 
 Seeding per (run seed, unit, batch start, purpose) rather than carrying one generator through a
-unit makes a resumed unit draw exactly what an uninterrupted one would have drawn.
+unit makes a resumed unit draw exactly what an uninterrupted one would have drawn, and any split of
+a unit into batch-aligned ranges (Ray shards) draw what one pass would.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ class Param:
     type: Any
     default: Any
     help: str = ""
+    minimum: float | None = None     # numeric parameters: the allowed range, checked when a grid is loaded
+    maximum: float | None = None
 
     @property
     def required(self) -> bool:
@@ -44,6 +46,11 @@ class Param:
 
     def default_text(self) -> str:
         return "required" if self.required else repr(self.default)
+
+    def range_text(self) -> str:
+        if self.minimum is not None and self.maximum is not None:
+            return f"a number in [{self.minimum:g}, {self.maximum:g}]"
+        return f"a number >= {self.minimum:g}" if self.minimum is not None else f"a number <= {self.maximum:g}"
 
 
 def _plain_name(tp: Any) -> str:
@@ -82,9 +89,11 @@ class Command:
     run: Callable[[Any, Any], int]       # (parsed arguments, the plugin registry) -> exit code
 
 
-def param(default: Any = dataclasses.MISSING, help: str = "") -> Any:
-    """A dataclass field that carries its help text into the plugin's declared parameters."""
-    return field(default=default, metadata={"help": help})
+def param(default: Any = dataclasses.MISSING, help: str = "", *, minimum: float | None = None,
+          maximum: float | None = None) -> Any:
+    """A dataclass field that carries its help text (and, for numbers, its allowed range) into the plugin's
+    declared parameters."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum})
 
 
 def spec_from_dataclass(cls: type, *, name: str, kind: Kind, description: str | None = None) -> PluginSpec:
@@ -92,7 +101,7 @@ def spec_from_dataclass(cls: type, *, name: str, kind: Kind, description: str | 
     hints = typing.get_type_hints(cls)
     params = tuple(
         Param(f.name, hints[f.name], f.default if f.default_factory is dataclasses.MISSING else f.default_factory(),
-              f.metadata.get("help", ""))
+              f.metadata.get("help", ""), f.metadata.get("minimum"), f.metadata.get("maximum"))
         for f in dataclasses.fields(cls) if f.init
     )
     doc = description or (cls.__doc__ or "").strip().splitlines()[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
+import unicodedata
 from pathlib import Path
 from typing import Iterable
 
@@ -33,8 +35,16 @@ def latex_escape(value: object) -> str:
 
 
 def markdown_escape(value: object) -> str:
-    """Pipes would split a table cell; asterisks and underscores would turn into emphasis."""
-    return "".join("\\" + ch if ch in "|*_`[]<>" else ch for ch in str(value))
+    """One table cell or list item: pipes would split a cell, a line break would end the table, and
+    `*_[]<>` would become emphasis, links or raw HTML. Control characters become spaces."""
+    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in str(value))
+    return "".join("\\" + ch if ch in "\\|*_`[]<>#" else ch for ch in text)
+
+
+def code_fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks inside ``text``, so the text cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def number(value: float | None, digits: int = 2) -> str:
@@ -58,7 +68,7 @@ def _environment(latex: bool, autoescape: bool) -> jinja2.Environment:
         options.update(block_start_string="<%", block_end_string="%>", variable_start_string="<<",
                        variable_end_string=">>", comment_start_string="<#", comment_end_string="#>")
     env = jinja2.Environment(**options)
-    env.filters.update(tex=latex_escape, md=markdown_escape, num=number, interval=interval, timestamp=timestamp,
+    env.filters.update(tex=latex_escape, md=markdown_escape, fence=code_fence, num=number, interval=interval, timestamp=timestamp,
                        eps=radius_text, b64=lambda data: base64.b64encode(data).decode("ascii"))
     return env
 

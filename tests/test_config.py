@@ -48,7 +48,7 @@ def test_an_attack_may_take_its_own_radius(tmp_path, registry):
     assert grid.attacks[1].eps == pytest.approx(4 / 255)
     assert grid.threat_for(grid.attacks[1]).eps == pytest.approx(4 / 255)
     assert grid.threat_for(grid.attacks[0]).eps == pytest.approx(8 / 255)  # clean keeps the grid's
-    assert "eps" not in plain.attacks[1].as_json()  # grids without it keep their run ids
+    assert plain.attacks[1].eps is None and plain.threat_for(plain.attacks[1]).eps == pytest.approx(8 / 255)
     assert grid.run_id != plain.run_id
 
 

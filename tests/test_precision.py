@@ -27,11 +27,16 @@ DEFENSES = none_and_hedge(steps=4)
 
 def test_precision_settings_parse_and_enter_the_run_identity(tmp_path, registry):
     plain = load_grid(digits_grid(tmp_path, attacks=ATTACKS), registry)
-    assert plain.compute == Compute() and "compute" not in plain.identity()  # old fp32 run ids stay valid
+    assert plain.compute == Compute() and plain.identity()["compute"]["precision"] == "fp32"
     bf16 = load_grid(digits_grid(tmp_path, attacks=ATTACKS, extra='precision = "bf16"\nchannels_last = true'), registry)
     assert bf16.compute == Compute(Precision.BF16, channels_last=True)
     assert bf16.run_id != plain.run_id
     assert bf16.compute.describe() == "bf16+channels_last"
+    # different units, the same random draws: the comparison isolates the arithmetic
+    from harness.plan import plan
+
+    pairs = list(zip(plan(plain, registry), plan(bf16, registry)))
+    assert all(a.key != b.key and a.stream == b.stream for a, b in pairs)
 
 
 @pytest.mark.parametrize("extra,key,fragment", [
@@ -58,8 +63,18 @@ def test_context_switches_tf32_for_its_duration_only_and_autocasts_bf16(digits_r
     assert digits_robust(digits.x[:4]).dtype == torch.float32
 
 
-def test_bf16_channels_last_run_is_recorded_and_close_to_fp32(tmp_path, registry):
-    results = {}
+# bf16 rounds every activation; on a robust model it flips the prediction of a few borderline examples, and
+# Hedge's sign-gradient steps can carry a rounding difference into a different point. fp32 and bf16 runs
+# draw the same random numbers (draws depend on where a unit sits in the grid, not on its precision), so
+# the examples whose prediction changed are what the arithmetic changed. Measured on 200 digits images
+# (x86-64, 2 threads): at most 1 per attack × defense cell. Tolerance: 3 % of the examples per cell, and
+# none on the undefended clean inputs beyond 1 %.
+CHANGED_TOLERANCE = 0.03
+CLEAN_TOLERANCE = 0.01
+
+
+def test_bf16_channels_last_run_is_recorded_and_changes_few_predictions(tmp_path, registry):
+    rows = {}
     for name, extra in (("fp32", ""), ("bf16", 'precision = "bf16"\nchannels_last = true')):
         (tmp_path / name).mkdir()
         grid = load_grid(digits_grid(tmp_path / name, attacks=ATTACKS, defenses=DEFENSES, extra=extra, n=200,
@@ -67,14 +82,14 @@ def test_bf16_channels_last_run_is_recorded_and_close_to_fp32(tmp_path, registry
         store = Store(grid.db)
         run_grid(grid, registry, store=store, progress=False)
         assert store.run().precision == grid.compute.describe()
-        acc = store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc * 100
-        results[name] = acc
-        rows = store.results(grid.run_id)
-        assert rows.linf.max() <= 0.1 + 1e-5  # projections stay in fp32: the ball holds under autocast
-    gap = (results["bf16"] - results["fp32"]).abs()
-    # 200 examples: one example is 0.5 points; bf16 may flip a few borderline examples, not more
-    assert gap.max() <= 3.0, gap
-    assert gap.loc[("none", "clean")] <= 1.0
+        frame = store.results(grid.run_id)
+        assert frame.linf.max() <= 0.1 + 1e-5  # projections stay in fp32: the ball holds under autocast
+        rows[name] = frame.set_index(["attack", "defense", "repeat", "idx"]).sort_index()
+    fp32, bf16 = rows["fp32"], rows["bf16"]
+    assert (fp32.index == bf16.index).all() and (fp32.label == bf16.label).all()
+    changed = (fp32.pred != bf16.pred).groupby(["attack", "defense"]).mean()
+    assert (changed <= CHANGED_TOLERANCE).all(), changed
+    assert changed.loc[("clean", "none")] <= CLEAN_TOLERANCE, changed
 
 
 @pytest.mark.slow

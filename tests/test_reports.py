@@ -7,6 +7,7 @@ model; tests/golden/regenerate.py rebuilds it and the expected files.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import sqlite3
@@ -313,3 +314,36 @@ def test_an_attack_with_its_own_radius_is_generated_and_checked_within_it():
     full = rows[rows.attack == "pgd"]
     assert half.linf.max() <= 0.05 + 1e-6 and half.linf.max() > 0.04
     assert full.linf.max() > 0.09
+
+
+def test_markdown_cannot_be_broken_out_of_by_a_label_or_the_grid_file(tmp_path, registry):
+    """A label full of markdown and HTML, and a grid file whose comment opens and closes code fences: the report's
+    tables keep their shape and nothing lands outside a code block as raw HTML."""
+    from conftest import digits_grid
+    from harness.config import load_grid
+    from harness.runner import run_grid
+
+    hostile = "x | `y` *z* <img src=x onerror=alert(1)> [l](http://e)"
+    attacks = f'[[attacks]]\nplugin = "pgd"\nlabel = "{hostile}"\nsteps = 2\n'
+    path = digits_grid(tmp_path, n=10, attacks=attacks, extra='# ```\n# <img src=x onerror=alert(2)>\n# ````\n')
+    grid = load_grid(path, registry)
+    run_grid(grid, registry, progress=False)
+    write_report(grid.db, tmp_path / "out", "markdown")
+    md = (tmp_path / "out" / "report.md").read_text()
+    outside, fence = [], None
+    for line in md.splitlines():
+        if fence is None and line.startswith("```"):
+            fence = line[:len(line) - len(line.lstrip("`"))]
+        elif fence is not None and line == fence:
+            fence = None
+        elif fence is None:
+            outside.append(line)
+    assert fence is None and not re.search(r"(?<!\\)<img", "\n".join(outside))   # escaped, or inside code
+    assert any("alert(2)" in line for line in md.splitlines()) and "alert(2)" not in "\n".join(outside)
+    start = outside.index(next(line for line in outside if line.startswith("| Model | Defense |")))
+    table = outside[start:outside.index("", start)]
+    cells = [len(re.split(r"(?<!\\)\|", line)) for line in table]   # unescaped pipes delimit cells
+    assert len(table) == 3 and len(set(cells)) == 1, table           # header, rule, one row: all the same width
+    from harness_reports.render import markdown_escape
+
+    assert "\n" not in markdown_escape("a\nb\x1b[31m") and markdown_escape("a|b") == "a\\|b"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -97,7 +98,13 @@ def test_installed_names_do_not_clash_with_a_top_level_reports_package(tmp_path)
     (other / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = '
                                           '"setuptools.build_meta"\n[project]\nname = "other-reports"\nversion = "1.0"\n'
                                           '[tool.setuptools]\npackages = ["reports", "plugins"]\n')
-    for project in (REPO, other):  # the venv's python runs the machine's pip, so it installs into the venv
+    source = tmp_path / "source"   # a copy: building in the checkout would leave build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("harness", "plugins", "reports"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for project in (source, other):  # the venv's python runs the machine's pip, so it installs into the venv
         done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                                str(project)], capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 0, done.stderr

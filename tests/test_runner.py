@@ -18,9 +18,9 @@ import torch
 
 from conftest import REPO, digits_grid, harness_cli
 from harness.config import load_grid
-from harness.errors import AttackOutputError, PluginError
+from harness.errors import AttackOutputError, PluginCrash, PluginError
 from harness.hookspecs import hookimpl
-from harness.interfaces import Attack
+from harness.interfaces import Attack, AttackOutput
 from harness.registry import Registry
 from harness.runner import run_grid
 from harness.specs import Kind, param, spec_from_dataclass
@@ -44,11 +44,29 @@ class CountingPGD(PGD):
 
 @dataclass(frozen=True)
 class BadAttack(Attack):
-    """Deliberately broken: how = outside (2ε), nan, box (pixel > 1), shape, train (flips mode)."""
+    """Deliberately broken: outside (2ε), nan, box (pixel > 1), shape, train (flips mode), labels (y += 1 in
+    place), inputs (writes into x and returns it), weights (zeroes the model), float64, queries (too few
+    counts), raises (an exception of its own)."""
 
     how: str = param("outside", "which way to break")
 
     def __call__(self, model, x, y, threat, *, generator):
+        if self.how == "labels":
+            y.add_(1)
+            return x.clone()
+        if self.how == "inputs":
+            return x.fill_(0.5)
+        if self.how == "weights":
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.data.zero_()  # .data: invisible to autograd's version counters
+            return x.clone()
+        if self.how == "float64":
+            return x.double()
+        if self.how == "queries":
+            return AttackOutput(x.clone(), torch.ones(3, dtype=torch.long))
+        if self.how == "raises":
+            raise ValueError("the plugin's own bug")
         if self.how == "outside":
             out = x.clone()
             out[3] = (x[3] + 2 * threat.eps).clamp(0, 1)
@@ -134,14 +152,35 @@ def test_worst_case_ignores_examples_missing_an_attack(tmp_path, registry):
     ("box", r"attack 'bad' returned a pixel value 1\.05\d+ outside \[0,1\]"),
     ("shape", r"attack 'bad' returned shape \(20, 1, 4, 8\); the input's is \(20, 1, 8, 8\)"),
     ("train", r"plugin 'bad' switched the model to train mode"),
+    ("labels", r"plugin 'bad' wrote into its input y \(the labels\) \(20 examples changed\)"),
+    ("inputs", r"plugin 'bad' wrote into its input x \(20 examples changed\)"),
+    ("weights", r"plugin 'bad' changed the model's weights or buffers \(\d+ tensors\)"),
+    ("float64", r"attack 'bad' returned a torch.float64 tensor on cpu; the input is torch.float32 on cpu"),
+    ("queries", r"attack 'bad' returned queries of shape \(3,\); expected one count per example, shape \(20,\)"),
+    ("raises", r"attack 'bad' \(plugin 'bad'\) raised ValueError: the plugin's own bug"),
 ])
 def test_runner_rejects_a_bad_attack_and_records_nothing_for_it(tmp_path, registry_plus, how, message):
-    grid = load_grid(digits_grid(tmp_path, n=40, attacks=f'[[attacks]]\nplugin = "bad"\nhow = "{how}"\n'), registry_plus)
+    attacks = (f'[[attacks]]\nplugin = "bad"\nhow = "{how}"\n'
+               '[[attacks]]\nplugin = "pgd"\nsteps = 5\nstep_size = 0.03\n')  # would run after the bad unit
+    grid = load_grid(digits_grid(tmp_path, n=40, attacks=attacks), registry_plus)
     store = Store(grid.db)
-    with pytest.raises((AttackOutputError, PluginError), match=message):
+    with pytest.raises((AttackOutputError, PluginError, PluginCrash), match=message):
         run_grid(grid, registry_plus, store=store, progress=False)
     rows = store.results(grid.run_id)
-    assert set(rows["attack"]) == {"clean"}  # the bad attack's unit committed no row
+    assert set(rows["attack"]) == {"clean"}  # the bad unit committed no row, and the run stopped before pgd
+
+
+def test_a_plugins_exception_shows_its_traceback_under_a_line_naming_the_plugin(tmp_path, capsys, monkeypatch):
+    import harness.cli as cli
+
+    monkeypatch.setattr(cli, "Registry", lambda: Registry(extra_modules=(_test_plugins(),)))
+    grid = digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "bad"\nhow = "raises"\n')
+    assert cli.main(["run", "--grid", str(grid), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    first = next(i for i, line in enumerate(err) if line.startswith("harness: error:"))
+    assert "attack 'bad' (plugin 'bad') raised ValueError: the plugin's own bug; its traceback follows" in err[first]
+    assert err[first + 1] == "Traceback (most recent call last):" and err[-1] == "ValueError: the plugin's own bug"
+    assert any("test_runner.py" in line for line in err)  # the frame inside the plugin is shown
 
 
 def test_randomised_defense_votes(tmp_path, registry):

@@ -53,12 +53,12 @@ class Adaptive(Attack):
     display_name: ClassVar[str] = "Adaptive"
 
     target: Literal["model", "defended"] = param("defended", "attack model + defense end to end")
-    n_iter: int = param(50, "APGD iterations per target class")
-    n_target_classes: int = param(5, "target classes: the 2nd to (k+1)-th most likely")
-    n_restarts: int = param(1, "restarts")
-    eot: int = param(1, "gradients averaged over draws of the defense's randomness")
+    n_iter: int = param(50, "APGD iterations per target class", minimum=1)
+    n_target_classes: int = param(5, "target classes: the 2nd to (k+1)-th most likely", minimum=1)
+    n_restarts: int = param(1, "restarts", minimum=1)
+    eot: int = param(1, "gradients averaged over draws of the defense's randomness", minimum=1)
     gradient: Literal["bpda", "full"] = param("bpda", "BPDA (identity backward) or the full unrolled gradient")
-    defense_steps_in_attack: int | None = param(None, "defense steps inside the attack (fewer, for cost)")
+    defense_steps_in_attack: int | None = param(None, "defense steps inside the attack (fewer, for cost)", minimum=0)
     success: Literal["vote", "single-draw"] = param("vote", "success check on random defenses: majority vote or one draw")
 
     def _apgd(self, randomized: bool) -> APGDTargeted:

@@ -44,11 +44,11 @@ class APGD(Attack):
 
     display_name: ClassVar[str] = "APGD-CE"
 
-    n_iter: int = param(100, "iterations per restart")
-    n_restarts: int = param(1, "restarts (AutoAttack standard: 1)")
+    n_iter: int = param(100, "iterations per restart", minimum=1)
+    n_restarts: int = param(1, "restarts (AutoAttack standard: 1)", minimum=1)
     loss: Literal["ce", "dlr"] = param("ce", "cross-entropy or the DLR loss")
-    rho: float = param(0.75, "step-size halving threshold")
-    eot_iter: int = param(1, "gradient averaging over draws of a randomised model")
+    rho: float = param(0.75, "step-size halving threshold", minimum=0, maximum=1)
+    eot_iter: int = param(1, "gradient averaging over draws of a randomised model", minimum=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -85,11 +85,11 @@ class APGDTargeted(Attack):
 
     display_name: ClassVar[str] = "APGD-T"
 
-    n_iter: int = param(100, "iterations per target class")
-    n_target_classes: int = param(9, "number of target classes")
-    n_restarts: int = param(1, "restarts per target class")
-    rho: float = param(0.75, "step-size halving threshold")
-    eot_iter: int = param(1, "gradient averaging over draws of a randomised model")
+    n_iter: int = param(100, "iterations per target class", minimum=1)
+    n_target_classes: int = param(9, "number of target classes", minimum=1)
+    n_restarts: int = param(1, "restarts per target class", minimum=1)
+    rho: float = param(0.75, "step-size halving threshold", minimum=0, maximum=1)
+    eot_iter: int = param(1, "gradient averaging over draws of a randomised model", minimum=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -132,9 +132,9 @@ class FABTargeted(Attack):
 
     display_name: ClassVar[str] = "FAB-T"
 
-    n_iter: int = param(100, "iterations")
-    n_target_classes: int = param(9, "number of target classes")
-    n_restarts: int = param(1, "restarts")
+    n_iter: int = param(100, "iterations", minimum=1)
+    n_target_classes: int = param(9, "number of target classes", minimum=1)
+    n_restarts: int = param(1, "restarts", minimum=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -176,8 +176,8 @@ class Square(Attack):
 
     access: ClassVar[Access] = Access.BLACK_BOX
 
-    n_queries: int = param(5000, "query budget per example")
-    p_init: float = param(0.8, "initial fraction of pixels per square")
+    n_queries: int = param(5000, "query budget per example", minimum=1)
+    p_init: float = param(0.8, "initial fraction of pixels per square", minimum=0, maximum=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> AttackOutput:

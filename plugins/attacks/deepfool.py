@@ -51,9 +51,9 @@ class DeepFool(Attack):
 
     display_name: ClassVar[str] = "DeepFool"
 
-    steps: int = param(50, "maximum iterations")
-    overshoot: float = param(0.02, "overshoot factor")
-    candidates: int = param(10, "classes considered, most likely first")
+    steps: int = param(50, "maximum iterations", minimum=0)
+    overshoot: float = param(0.02, "overshoot factor", minimum=0)
+    candidates: int = param(10, "classes considered, most likely first", minimum=2)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:

@@ -46,8 +46,8 @@ class ReverseHedge(Attack):
 
     display_name: ClassVar[str] = "Reverse Hedge"
 
-    steps: int = param(20, "descent steps")
-    step_size: float | None = param(None, "step; None: 4/255 (L∞) or ε/4 (L2)")
+    steps: int = param(20, "descent steps", minimum=0)
+    step_size: float | None = param(None, "step; None: 4/255 (L∞) or ε/4 (L2)", minimum=0)
     random_start: bool = param(True, "start from a uniform point of the ball")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
@@ -82,11 +82,11 @@ class HedgeAware(Attack):
 
     display_name: ClassVar[str] = "Hedge-aware"
 
-    steps: int = param(20, "T, attack steps")
-    step_size: float = param(2 / 255, "attack step α")
-    hedge_steps: int = param(20, "K, inner Hedge steps per attack step")
-    hedge_step_size: float = param(4 / 255, "Hedge's step η")
-    eps_d: float = param(8 / 255, "Hedge's radius ε_d")
+    steps: int = param(20, "T, attack steps", minimum=0)
+    step_size: float = param(2 / 255, "attack step α", minimum=0)
+    hedge_steps: int = param(20, "K, inner Hedge steps per attack step", minimum=0)
+    hedge_step_size: float = param(4 / 255, "Hedge's step η", minimum=0)
+    eps_d: float = param(8 / 255, "Hedge's radius ε_d", minimum=0)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -119,11 +119,11 @@ class DAAWhite(Attack):
 
     display_name: ClassVar[str] = "DAA (white)"
 
-    steps: int = param(10, "outer steps")
-    inner: int = param(10, "Hedge steps per outer step")
-    hedge_step_size: float = param(0.007, "Hedge's step")
-    inner_step: float = param(0.007, "weight of each accumulated CE sign-gradient")
-    noise_radius: float = param(0.093, "Hedge's radius around the current point")
+    steps: int = param(10, "outer steps", minimum=0)
+    inner: int = param(10, "Hedge steps per outer step", minimum=0)
+    hedge_step_size: float = param(0.007, "Hedge's step", minimum=0)
+    inner_step: float = param(0.007, "weight of each accumulated CE sign-gradient", minimum=0)
+    noise_radius: float = param(0.093, "Hedge's radius around the current point", minimum=0)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -171,9 +171,9 @@ class DAABlack(Attack):
 
     access: ClassVar[Access] = Access.BLACK_BOX
 
-    n_queries: int = param(5000, "Square's query budget per example")
-    hedge_step_size: float = param(0.045, "the one Hedge step's size")
-    hedge_eps: float = param(0.09, "the one Hedge step's radius")
+    n_queries: int = param(5000, "Square's query budget per example", minimum=1)
+    hedge_step_size: float = param(0.045, "the one Hedge step's size", minimum=0)
+    hedge_eps: float = param(0.09, "the one Hedge step's radius", minimum=0)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator):

@@ -54,8 +54,8 @@ class PGD(Attack):
 
     display_name: ClassVar[str] = "PGD"
 
-    steps: int = param(20, "number of steps")
-    step_size: float | None = param(None, "step length; None: 4/255 (L∞, or 0.007 with preset='released'), ε/4 (L2)")
+    steps: int = param(20, "number of steps", minimum=0)
+    step_size: float | None = param(None, "step length; None: 4/255 (L∞, or 0.007 with preset='released'), ε/4 (L2)", minimum=0)
     random_start: bool = param(True, "start from a uniform point of the ball")
     preset: Literal["paper", "released"] = param("paper", "which L∞ default step: the paper's text or its released code")
     loss: Literal["ce", "cw"] = param("ce", "cross-entropy or the CW margin loss")

@@ -44,7 +44,7 @@ class RayS(Attack):
 
     access: ClassVar[Access] = Access.BLACK_BOX
 
-    n_queries: int = param(10000, "query budget per example")
+    n_queries: int = param(10000, "query budget per example", minimum=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> AttackOutput:

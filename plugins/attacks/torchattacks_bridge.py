@@ -52,14 +52,25 @@ class TorchAttacks(Attack):
     def shown_name(self) -> str:
         return self.name
 
-    def build(self, model: nn.Module, threat: ThreatModel):
+    def attack_class(self) -> type:
         import torchattacks
 
         available = sorted(n for n in dir(torchattacks) if inspect.isclass(getattr(torchattacks, n))
                            and issubclass(getattr(torchattacks, n), torchattacks.attack.Attack) and n != "Attack")
         if self.name not in available:
             raise PluginError(f"torchattacks has no attack {self.name!r}{suggest(self.name, available)}")
-        cls = getattr(torchattacks, self.name)
+        return getattr(torchattacks, self.name)
+
+    def check(self) -> None:
+        """The class exists and takes every keyword given (checked before any unit runs)."""
+        accepted = [p for p in inspect.signature(self.attack_class().__init__).parameters if p not in ("self", "model")]
+        unknown = [k for k in (self.kwargs or {}) if k not in accepted]
+        if unknown:
+            raise PluginError(f"torchattacks.{self.name} takes no keyword {unknown[0]!r}{suggest(unknown[0], accepted)}; "
+                              f"it takes: {', '.join(accepted)}")
+
+    def build(self, model: nn.Module, threat: ThreatModel):
+        cls = self.attack_class()
         kwargs = dict(self.kwargs or {})
         if "eps" in inspect.signature(cls.__init__).parameters:
             kwargs.setdefault("eps", threat.eps)

@@ -42,7 +42,12 @@ def decode_split(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
     images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
     for i in range(len(labels)):
-        images[i] = np.asarray(Image.open(io.BytesIO(blobs[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+        try:
+            image = Image.open(io.BytesIO(blobs[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB")
+            images[i] = np.asarray(image)
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise DataError(f"{path}: image {i} is not a decodable 32×32 JPEG ({type(exc).__name__}); the file is "
+                            "corrupt. Fix: replace it with an intact copy") from None
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, images)

@@ -33,7 +33,7 @@ class RandomNoise(Defense):
     display_name: ClassVar[str] = "Random"
 
     randomized: ClassVar[bool] = True
-    eps_d: float = param(8 / 255, "half-width of the uniform noise")
+    eps_d: float = param(8 / 255, "half-width of the uniform noise", minimum=0)
 
     def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
                differentiable: bool = False) -> Tensor:

@@ -48,9 +48,9 @@ class Hedge(Defense):
     display_name: ClassVar[str] = "Hedge"
 
     randomized: ClassVar[bool] = True
-    eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')")
-    steps: int = param(20, "K, the number of ascent steps")
-    step_size: float | None = param(None, "η; None: 4/255 (0.007 with predict='released')")
+    eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')", minimum=0)
+    steps: int = param(20, "K, the number of ascent steps", minimum=0)
+    step_size: float | None = param(None, "η; None: 4/255 (0.007 with predict='released')", minimum=0)
     random_init: bool = param(True, "start from x' + ε_d·U(−1,1)")
     loss: Literal["sum-ce", "kl-uniform"] = param("sum-ce", "Σ_c CE or KL(uniform ‖ f(x)); same sign-gradient")
     predict: Literal["final", "released"] = param("final", "predict on x_K, or as the released code did")

@@ -75,14 +75,18 @@ def build_arch(arch: str, num_classes: int, in_channels: int) -> tuple[nn.Module
     return ARCHS[arch](num_classes, in_channels), ""
 
 
-def _robustbench_arch(arch: str) -> tuple[nn.Module, str]:
-    from harness_plugins.models.zoo import zoo_entry
-
+def _zoo_parts(arch: str) -> tuple[str, str, str]:
     parts = arch.split(":")
     if len(parts) != 4:
         raise PluginError(f"arch {arch!r} must read {ROBUSTBENCH_PREFIX}<dataset>:<threat_model>:<name>, "
                           "e.g. robustbench:cifar10:Linf:Wong2020Fast")
-    _, dataset, threat, name = parts
+    return parts[1], parts[2], parts[3]
+
+
+def _robustbench_arch(arch: str) -> tuple[nn.Module, str]:
+    from harness_plugins.models.zoo import zoo_entry
+
+    dataset, threat, name = _zoo_parts(arch)
     return zoo_entry(dataset, threat, name)["model"](), dataset
 
 
@@ -93,8 +97,8 @@ class Checkpoint(ModelSource):
     arch: str = param(help="'robustbench:cifar10:Linf:Wong2020Fast', or one of the project's archs (small-cnn)")
     path: str = param(help="the state_dict file, loaded with torch.load(weights_only=True)")
     dataset: str = param("", "the data domain it was trained on (e.g. cifar10, digits); implied by robustbench archs")
-    num_classes: int = param(10, "number of classes")
-    in_channels: int = param(3, "input channels of the project's own archs")
+    num_classes: int = param(10, "number of classes", minimum=1)
+    in_channels: int = param(3, "input channels of the project's own archs", minimum=1)
 
     def load(self, device: torch.device) -> LoadedModel:
         module, implied = build_arch(self.arch, self.num_classes, self.in_channels)
@@ -107,7 +111,9 @@ class Checkpoint(ModelSource):
 
     def check(self) -> None:
         if self.arch.startswith(ROBUSTBENCH_PREFIX):
-            _robustbench_arch(self.arch)
+            from harness_plugins.models.zoo import zoo_entry
+
+            zoo_entry(*_zoo_parts(self.arch))
         elif self.arch not in ARCHS:
             build_arch(self.arch, self.num_classes, self.in_channels)  # raises with the allowed names
 
