@@ -2,7 +2,11 @@
 
 - FtoT / TtoF / FtoF (Figure 2a): per (model, attack, defense, repeat), how the defense changes the
   bare model's verdict on the *same* adversarial examples (transfer attacks only; an adaptive
-  attack's examples differ per defense, so the comparison has no meaning there).
+  attack's examples differ per defense, so the comparison has no meaning there). FtoF is the
+  paper's (Section 4.2.1): wrong before the defense and a *different* wrong class after it; an
+  example wrong both times in the same class is FtoSame.
+- The local-Lipschitz gap of flipped examples (Figure 2b): recorded during a run by
+  ``harness.observers.LipschitzGaps`` when the grid asks for it (``lipschitz = true``).
 - SSIM (Figure 2c): the runner stores, for the first few examples of each unit, the clean,
   adversarial and defended images with their SSIM against the clean image (scikit-image).
 - Local Lipschitzness (Section 4.2.2): see :func:`local_lipschitz`.
@@ -27,15 +31,18 @@ def reference_defense(run: RunRecord) -> str | None:
 
 
 def flip_counts(store: Store, run_id: str) -> pd.DataFrame:
-    """FtoT (wrong without the defense, right with it), TtoF, FtoF and TtoT per (model, attack, defense, repeat)."""
+    """FtoT (wrong without the defense, right with it), TtoF, FtoF (wrong, then another wrong class), FtoSame and
+    TtoT per (model, attack, defense, repeat), against the reference defense."""
     reference = reference_defense(store.run(run_id))
     if reference is None:
-        return pd.DataFrame(columns=["model", "attack", "defense", "repeat", "FtoT", "TtoF", "FtoF", "TtoT", "n"])
+        return pd.DataFrame(columns=["model", "attack", "defense", "repeat", "FtoT", "TtoF", "FtoF", "FtoSame",
+                                     "TtoT", "n"])
     sql = """
         SELECT d.model, d.attack, d.defense, d.repeat,
                SUM(r.correct = 0 AND d.correct = 1) AS FtoT, SUM(r.correct = 1 AND d.correct = 0) AS TtoF,
-               SUM(r.correct = 0 AND d.correct = 0) AS FtoF, SUM(r.correct = 1 AND d.correct = 1) AS TtoT,
-               COUNT(*) AS n
+               SUM(r.correct = 0 AND d.correct = 0 AND d.pred != r.pred) AS FtoF,
+               SUM(r.correct = 0 AND d.correct = 0 AND d.pred = r.pred) AS FtoSame,
+               SUM(r.correct = 1 AND d.correct = 1) AS TtoT, COUNT(*) AS n
         FROM results d JOIN results r
           ON r.run_id = d.run_id AND r.model = d.model AND r.attack = d.attack AND r.repeat = d.repeat
              AND r.idx = d.idx AND r.defense = ?
@@ -90,10 +97,3 @@ def local_lipschitz(model: nn.Module, x: Tensor, classes: Tensor, eps: float, sa
             (grad,) = torch.autograd.grad(loss, point)
         best = torch.maximum(best, grad.flatten(1).abs().sum(1))
     return best
-
-
-def lipschitz_gap(model: nn.Module, x_adv: Tensor, y: Tensor, eps_d: float, samples: int = 16) -> Tensor:
-    """L(false class) − L(true class) at each adversarial example; false class = the bare model's prediction."""
-    with torch.no_grad():
-        false_class = model(x_adv).argmax(1)
-    return local_lipschitz(model, x_adv, false_class, eps_d, samples) - local_lipschitz(model, x_adv, y, eps_d, samples)

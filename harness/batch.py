@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from harness.config import Entry
 from harness.interfaces import Attack, Defense
 from harness.plan import Unit
-from harness.records import ExampleRow, ResultRow
+from harness.records import ResultRow
 from harness.seeding import generator_for
 from harness.threat import ThreatModel
 
@@ -37,10 +37,14 @@ class BatchContext:
 
 @dataclass
 class Batch:
-    """One evaluated batch of a unit: its rows (one per example and defense) and saved example images."""
+    """One evaluated batch of a unit: its records by table (``results``: one row per example and defense;
+    what observers add, e.g. ``examples``, ``gaps``)."""
 
     start: int
     stop: int
-    rows: list[ResultRow]
-    examples: list[ExampleRow]
+    records: dict[str, list]
     seconds: float
+
+    @property
+    def rows(self) -> list[ResultRow]:
+        return self.records["results"]

@@ -35,28 +35,30 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.config import load_grid
+    from harness.config import Overrides, load_grid
 
     if args.n_examples is not None and args.n_examples < 1:
         raise HarnessError(f"--n-examples must be >= 1, got {args.n_examples}")
-    grid = load_grid(args.grid, registry, db_override=args.db, n_override=args.n_examples)
+    labels = lambda text: tuple(t.strip() for t in (text or "").split(",") if t.strip())  # noqa: E731
+    overrides = Overrides(db=args.db, n_examples=args.n_examples, preset=args.preset, dataset=args.dataset,
+                          models=labels(args.models), attacks=labels(args.attacks), defenses=labels(args.defenses))
+    grid = load_grid(args.grid, registry, overrides=overrides)
     if args.dry_run:
         return _dry_run(grid, registry)
     if args.estimate:
         return _estimate(grid, registry)
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.runner import Runner
 
     if args.executor != "ray" and (args.shard_size or args.ray_address):
         raise HarnessError("--shard-size and --ray-address apply to --executor ray only")
+    runner = Runner(grid, registry, progress=not args.quiet)  # opens the database once every check has passed
     if args.executor == "ray":
         from harness.ray_executor import run_with_ray
 
-        run_id = run_with_ray(grid, registry, address=args.ray_address, shard_size=args.shard_size,
-                              progress=not args.quiet)
-    else:  # the database is opened once every check (grid, data, models) has passed
-        run_id = run_grid(grid, registry, progress=not args.quiet)
-    _print_summary(Store(grid.db, readonly=True), run_id)
+        run_id = run_with_ray(grid, registry, runner=runner, address=args.ray_address, shard_size=args.shard_size)
+    else:
+        run_id = runner.run()
+    _print_summary(runner.store, run_id)
     print(f"results in {grid.db}; tables and figures: harness report --db {grid.db} --out DIR")
     return 0
 
@@ -129,9 +131,12 @@ def _print_summary(store, run_id) -> None:
     from harness.summary import warnings_for, wide_table
 
     run, table = wide_table(store, run_id)
-    print(f"run {run.run_id} — {run.dataset}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
+    print(f"run {run.run_id} — {run.dataset_display}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
           f"repeats={run.repeats}, device {run.device}")
-    print("accuracy in %, mean ± std over repeats; worst case = correct under every attack, clean included")
+    from harness.presets import PRESETS
+
+    rule = "clean included" if PRESETS[run.preset].worst_case_baseline else "clean not included (paper preset)"
+    print(f"accuracy in %, mean ± std over repeats; worst case = correct under every attack, {rule}")
     print(table.to_string())
     for note in warnings_for(store, run.run_id):
         print(note)
@@ -148,6 +153,12 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--grid", required=True, help="the grid's TOML file")
     p.add_argument("--db", help="results database (overrides the grid's db)")
     p.add_argument("--n-examples", type=int, help="override the grid's n_examples (e.g. a small trial on a CPU)")
+    p.add_argument("--preset", help="honest (the default) or paper (the paper's released code); overrides the grid's")
+    p.add_argument("--models", help="run only these model labels (comma-separated), e.g. the checkpoints you have")
+    p.add_argument("--attacks", help="run only these attack labels (comma-separated); clean accuracy always runs")
+    p.add_argument("--defenses", help="run only these defense labels (comma-separated)")
+    p.add_argument("--dataset", help="another dataset plugin, at its defaults (e.g. cifar10-jpeg, root from "
+                   "$HARNESS_CIFAR10_JPEG)")
     p.add_argument("--dry-run", action="store_true", help="print the work units and their cost; run nothing")
     p.add_argument("--estimate", action="store_true",
                    help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")

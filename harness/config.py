@@ -19,13 +19,15 @@ from harness.errors import ConfigError, HarnessError, PluginError
 from harness.fingerprint import contents
 from harness.interfaces import Role
 from harness.precision import Compute, Precision
+from harness.presets import HONEST, PRESETS, Preset
 from harness.registry import Registry, suggest
 from harness.specs import Kind, PluginSpec
 from harness.threat import Norm, ThreatModel
 from harness.values import coerce, integer, label, radius
 
 TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
-            "batch_size", "device", "db", "votes", "save_examples", "precision", "channels_last", "compile")
+            "batch_size", "device", "db", "votes", "save_examples", "precision", "channels_last", "compile", "preset",
+            "lipschitz")
 DEVICES = ("cpu", "cuda", "auto")
 MAX_VOTES = 1001   # draws are batched together; beyond this a vote costs more than it tells
 
@@ -49,6 +51,20 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """Changes to a grid from the command line that leave its file as it is: run part of a grid (the models
+    one has checkpoints for, a few attacks), on other data, under another preset, into another database."""
+
+    db: str | None = None
+    n_examples: int | None = None
+    preset: str | None = None
+    dataset: str | None = None           # another dataset plugin, at its defaults (e.g. its root from the environment)
+    models: tuple[str, ...] = ()         # keep only the entries with these labels (the clean baseline always stays)
+    attacks: tuple[str, ...] = ()
+    defenses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GridConfig:
     path: str
     dataset: Entry
@@ -65,19 +81,21 @@ class GridConfig:
     votes: int
     save_examples: int = 8
     compute: Compute = Compute()
+    preset: Preset = HONEST
+    lipschitz: bool = False    # record the local-Lipschitz gap of every flipped example (Figure 2b); costs gradients
     text: str = field(default="", compare=False)
 
     def _shared_identity(self) -> dict[str, Any]:
         """What every unit of the grid shares. A new grid key that changes results belongs here, once."""
         return {"dataset": self.dataset.as_json(), "n": self.n_examples, "norm": self.threat.norm.value,
                 "eps": self.threat.eps, "seed": self.seed, "batch_size": self.batch_size, "votes": self.votes,
-                "compute": self.compute.as_json()}
+                "compute": self.compute.as_json(), "preset": self.preset.name}
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's rows (not where they are stored or on which device)."""
         return {**self._shared_identity(), "models": [m.as_json() for m in self.models],
                 "attacks": [a.as_json() for a in self.attacks], "defenses": [d.as_json() for d in self.defenses],
-                "repeats": self.repeats, "save_examples": self.save_examples}
+                "repeats": self.repeats, "save_examples": self.save_examples, "lipschitz": self.lipschitz}
 
     def unit_identity(self, model: Entry, attack: Entry, defenses: tuple[Entry, ...], repeat: int) -> dict[str, Any]:
         """Everything that determines one work unit's rows: the grid's shared part and the unit's own entries."""
@@ -115,7 +133,7 @@ def _read(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError(file, "(syntax)", f"not valid TOML: {exc}") from None
 
 
-def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: Norm) -> Entry:
+def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: Norm, preset: Preset) -> Entry:
     if isinstance(raw, str):
         raw = {"plugin": raw}
     if not isinstance(raw, dict):
@@ -133,9 +151,11 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: 
     shown = label(raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name), file, f"{key}.label")
     eps = None
     if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
-        eps = radius(raw["eps"], norm, file, f"{key}.eps")
+        eps = preset.radius(radius(raw["eps"], norm, file, f"{key}.eps"))
     params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label", "eps") or
                             (k == "eps" and kind is not Kind.ATTACK)}, file, key)
+    preset_params = dict(spec.declared("presets", {}).get(preset.name, {}))   # what the entry sets itself wins
+    params = tuple(sorted({**preset_params, **dict(params)}.items()))
     entry = Entry(plugin=name, label=shown, params=params, eps=eps)
     _check(spec, entry, file, key)
     return entry
@@ -172,14 +192,15 @@ def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tup
     return tuple(sorted(out))
 
 
-def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, norm: Norm) -> tuple[Entry, ...]:
+def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, norm: Norm,
+             preset: Preset) -> tuple[Entry, ...]:
     items = raw.get(key)
     if items is None:
         raise ConfigError(file, key, f"missing; list at least one {kind.value}", f"[[{key}]] tables naming one of: "
                           + ", ".join(registry.names(kind)))
     if not isinstance(items, list) or not items:
         raise ConfigError(file, key, f"expected a non-empty list of {kind.value} tables, got {items!r}")
-    entries = tuple(_entry(item, kind, registry, file, f"{key}[{i}]", norm) for i, item in enumerate(items))
+    entries = tuple(_entry(item, kind, registry, file, f"{key}[{i}]", norm, preset) for i, item in enumerate(items))
     labels = [e.label for e in entries]
     for i, shown in enumerate(labels):
         if shown in labels[:i]:
@@ -210,23 +231,24 @@ def _device(raw: dict, file: str) -> str:
     return device
 
 
+def _flag(raw: dict, key: str, file: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(file, key, f"expected true or false, got {value!r}", "true, false")
+    return value
+
+
 def _compute(raw: dict, file: str) -> Compute:
     precision = raw.get("precision", "fp32")
     allowed = [p.value for p in Precision]
     if precision not in allowed:
         raise ConfigError(file, "precision", f"{precision!r} is not a precision{suggest(str(precision), allowed)}",
                           ", ".join(allowed))
-    flags = {}
-    for key in ("channels_last", "compile"):
-        value = raw.get(key, False)
-        if not isinstance(value, bool):
-            raise ConfigError(file, key, f"expected true or false, got {value!r}", "true, false")
-        flags[key] = value
-    return Compute(Precision(precision), **flags)
+    return Compute(Precision(precision), **{key: _flag(raw, key, file) for key in ("channels_last", "compile")})
 
 
-def _votes(raw: dict, file: str) -> int:
-    votes = integer(raw, "votes", 5, file, 1, MAX_VOTES)
+def _votes(raw: dict, file: str, preset: Preset) -> int:
+    votes = integer(raw, "votes", preset.votes, file, 1, MAX_VOTES)
     if votes % 2 == 0:
         raise ConfigError(file, "votes", f"{votes} is even: a tied majority would go to the lowest class index",
                           f"an odd number from 1 to {MAX_VOTES}")
@@ -242,44 +264,75 @@ def _with_contents(entry: Entry, spec: PluginSpec, files: Any) -> Entry:
     return replace(entry, contents=contents(paths))
 
 
-def load_grid(path: str | Path, registry: Registry, *, db_override: str | None = None,
-              n_override: int | None = None) -> GridConfig:
+def _preset(raw: dict, file: str, override: str | None) -> Preset:
+    name = override or raw.get("preset", HONEST.name)
+    if name not in PRESETS:
+        key = "preset" if override is None else "(--preset)"
+        raise ConfigError(file, key, f"{name!r} is not a preset{suggest(str(name), list(PRESETS))}", ", ".join(PRESETS))
+    return PRESETS[name]
+
+
+def _select(entries: tuple[Entry, ...], labels: tuple[str, ...], file: str, option: str,
+            keep: tuple[Entry, ...] = ()) -> tuple[Entry, ...]:
+    """Only the entries with these labels (in grid order), plus ``keep``; an unknown label is named."""
+    if not labels:
+        return entries
+    known = [e.label for e in entries]
+    for wanted in labels:
+        if wanted not in known:
+            raise ConfigError(file, option, f"the grid has no entry labelled {wanted!r}{suggest(wanted, known)}",
+                              ", ".join(known))
+    return tuple(e for e in entries if e.label in labels or e in keep)
+
+
+def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | None = None,
+              db_override: str | None = None, n_override: int | None = None) -> GridConfig:
+    over = overrides or Overrides(db=db_override, n_examples=n_override)
     file = str(path)
     text, raw = _read(path)
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(file, key, f"unknown key{suggest(key, list(TOP_KEYS))}", ", ".join(TOP_KEYS))
+    preset = _preset(raw, file, over.preset)
     norm_text = raw.get("norm", "Linf")
     if norm_text not in [n.value for n in Norm]:
         raise ConfigError(file, "norm", f"{norm_text!r} is not a norm{suggest(str(norm_text), [n.value for n in Norm])}",
                           ", ".join(n.value for n in Norm))
     norm = Norm(norm_text)
-    if "dataset" not in raw:
+    if "dataset" not in raw and over.dataset is None:
         raise ConfigError(file, "dataset", "missing", ", ".join(registry.names(Kind.DATASET)))
-    n_examples = n_override or integer(raw, "n_examples", None, file, 1)
-    dataset = _entry(raw["dataset"], Kind.DATASET, registry, file, "dataset", norm)
+    n_examples = over.n_examples or integer(raw, "n_examples", None, file, 1)
+    dataset_raw = over.dataset if over.dataset is not None else raw["dataset"]
+    dataset = _entry(dataset_raw, Kind.DATASET, registry, file, "dataset" if over.dataset is None else "(--dataset)",
+                     norm, preset)
     dataset = _with_contents(dataset, registry.get(Kind.DATASET, dataset.plugin), lambda d: d.source_files(n_examples))
     if "eps" not in raw:
         raise ConfigError(file, "eps", "missing; the radius of the threat model", "a number >= 0, e.g. \"8/255\"")
-    eps = radius(raw["eps"], norm, file, "eps")
-    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, norm) if "attacks" in raw else ()
-    if not any(registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE for a in attacks):
+    eps = preset.radius(radius(raw["eps"], norm, file, "eps"))
+    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, norm, preset) if "attacks" in raw else ()
+    baselines = tuple(a for a in attacks if registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE)
+    if not baselines:
         baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
-        attacks = (Entry(plugin=baseline.name, label=baseline.name),) + attacks  # clean accuracy, always evaluated
+        baselines = (Entry(plugin=baseline.name, label=baseline.name),)
+        attacks = baselines + attacks  # clean accuracy, always evaluated
+    attacks = _select(attacks, over.attacks, file, "(--attacks)", keep=baselines)
     if "defenses" in raw:
-        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, norm)
+        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, norm, preset)
     else:
         reference = _with_role(registry, Kind.DEFENSE, Role.REFERENCE, file, "defenses")
-        defenses = (Entry(plugin=reference.name, label=reference.name),)
+        defenses = (_entry(reference.name, Kind.DEFENSE, registry, file, "defenses", norm, preset),)
+    defenses = _select(defenses, over.defenses, file, "(--defenses)")
+    models = _select(_entries(raw, "models", Kind.MODEL, registry, file, norm, preset), over.models, file, "(--models)")
     models = tuple(_with_contents(m, registry.get(Kind.MODEL, m.plugin), lambda source: source.source_files())
-                   for m in _entries(raw, "models", Kind.MODEL, registry, file, norm))
-    db = db_override or raw.get("db", "results.sqlite")
+                   for m in models)
+    db = over.db or raw.get("db", "results.sqlite")
     if not isinstance(db, str) or not db:
         raise ConfigError(file, "db", f"expected a file path, got {db!r}", "a path such as \"results/run.sqlite\"")
     return GridConfig(
         path=file, dataset=dataset, n_examples=n_examples, threat=ThreatModel(norm, eps), models=models,
         attacks=attacks, defenses=defenses, repeats=integer(raw, "repeats", 1, file, 1),
         seed=integer(raw, "seed", 0, file, 0), batch_size=integer(raw, "batch_size", 128, file, 1),
-        device=_device(raw, file), db=db, votes=_votes(raw, file), save_examples=integer(raw, "save_examples", 8, file, 0),
-        compute=_compute(raw, file), text=text,
+        device=_device(raw, file), db=db, votes=_votes(raw, file, preset),
+        save_examples=integer(raw, "save_examples", 8, file, 0), compute=_compute(raw, file), preset=preset,
+        lipschitz=_flag(raw, "lipschitz", file), text=text,
     )

@@ -93,6 +93,8 @@ class Plugin:
 
     display_name: ClassVar[str] = ""     # how tables name it where the grid keeps the default label
     role: ClassVar[Role] = Role.ENTRY
+    # parameter defaults under a named preset (harness.presets), e.g. {"paper": {"step_size": 0.007}}
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def shown_name(self) -> str:
         return self.display_name

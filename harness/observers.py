@@ -3,6 +3,8 @@
 - :class:`GradientNorms`: ‖∇ₓ CE‖₁ at the clean input, for the baseline's units (the reports'
   zero-gradient check: attack success where the gradient is exactly zero points at masking).
 - :class:`ExampleCapture`: images and SSIM of a unit's first examples (the reports' Figure 2c).
+- :class:`LipschitzGaps`: for examples a defense flipped, the local-Lipschitz gap between the false
+  and the true class (the paper's Section 4.2.2, Figure 2b); the grid's ``lipschitz`` option.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from harness.batch import BatchContext
 from harness.interfaces import Defense, Role
-from harness.records import ExampleRow
+from harness.records import ExampleRow, GapRow
 
 
 class Observer:
@@ -28,6 +30,10 @@ class Observer:
     def examples(self, ctx: BatchContext, label: str, defense: Defense, x_adv: Tensor, pred: Tensor) -> list[ExampleRow]:
         """Saved images for one defense of the batch."""
         return []
+
+    def records(self, ctx: BatchContext, x_adv: Tensor, preds: dict[str, Tensor]) -> dict[str, list[Any]]:
+        """Records of other tables, once every defense has predicted (``preds``: defense label → prediction)."""
+        return {}
 
 
 def input_gradient_norm(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -68,3 +74,39 @@ class ExampleCapture(Observer):
             pred_defended=int(pred[i]), ssim_adv=ssim(x[i], x_adv[i]), ssim_defended=ssim(x[i], defended[i]),
             clean_png=png_bytes(x[i]), adv_png=png_bytes(x_adv[i]), defended_png=png_bytes(defended[i]),
         ) for i in range(m)]
+
+
+@dataclass
+class LipschitzGaps(Observer):
+    """L(false class) − L(true class) for every example a defense flipped against the reference defense.
+
+    FtoT (wrong without the defense, right with it): the false class is the bare model's prediction;
+    TtoF: the defended prediction. L is :func:`harness.analytics.local_lipschitz` around the adversarial
+    example, over the attack's radius. It costs 2 × (samples + 1) gradients per flipped example."""
+
+    samples: int = 16
+
+    def records(self, ctx: BatchContext, x_adv: Tensor, preds: dict[str, Tensor]) -> dict[str, list[Any]]:
+        from harness.analytics import local_lipschitz
+
+        reference = next((e.label for e, d in ctx.defenses if d.role is Role.REFERENCE), None)
+        if ctx.unit.adaptive or reference is None:
+            return {}
+        rows, y, base = [], ctx.y, preds[reference]
+        for label, pred in preds.items():
+            if label == reference:
+                continue
+            for kind, flipped, false_class in (("FtoT", (base != y) & (pred == y), base),
+                                               ("TtoF", (base == y) & (pred != y), pred)):
+                idx = flipped.nonzero().flatten()
+                if not len(idx):
+                    continue
+                gen = ctx.generator("lipschitz", label, kind)
+                l_false = local_lipschitz(ctx.model, x_adv[idx], false_class[idx], ctx.threat.eps, self.samples, gen)
+                l_true = local_lipschitz(ctx.model, x_adv[idx], y[idx], ctx.threat.eps, self.samples, gen)
+                unit = ctx.unit
+                rows += [GapRow(run_id=ctx.run_id, unit_key=unit.key, model=unit.model.label, attack=unit.attack.label,
+                                defense=label, repeat=unit.repeat, idx=ctx.start + int(i), kind=kind, label=int(y[i]),
+                                false_class=int(false_class[i]), l_false=float(f), l_true=float(t), gap=float(f - t))
+                         for i, f, t in zip(idx.tolist(), l_false, l_true)]
+        return {"gaps": rows}

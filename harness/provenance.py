@@ -95,6 +95,7 @@ def run_record(grid: GridConfig, registry: Registry, device: torch.device, data:
         identity=json.dumps(grid.identity(), sort_keys=True), plugins=json.dumps(plugins),
         dataset=grid.dataset.label, dataset_display=data.display_name, dataset_caveat=dataset.caveat,
         classes=json.dumps(list(data.classes)), n_examples=grid.n_examples, norm=grid.threat.norm.value,
-        eps=grid.threat.eps, repeats=grid.repeats, votes=grid.votes, precision=grid.compute.describe(),
+        eps=grid.threat.eps, repeats=grid.repeats, votes=grid.votes, preset=grid.preset.name,
+        precision=grid.compute.describe(),
         device=device_name(device), harness_version=harness_version(), harness_commit=harness_commit(),
         versions=json.dumps(package_versions()), started=time.time())

@@ -55,25 +55,27 @@ def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch
     runner = Runner(grid, registry, store=None, progress=False)  # never opens the database
     data = LabelledData(grid.compute.prepare_inputs(x.to(runner.device)), y.to(runner.device), classes, domain, display)
     loaded = runner.load_model(grid.models.index(unit.model))
-    rows, examples, seconds = [], [], 0.0
+    records: dict[str, list] = {}
+    seconds = 0.0
     for batch in runner.batches(unit, loaded, data, start, stop):
-        rows += batch.rows
-        examples += batch.examples
+        for table, rows in batch.records.items():
+            records.setdefault(table, []).extend(rows)
         seconds += batch.seconds
         if after_batch is not None:
             after_batch(batch)
-    return {"rows": rows, "examples": examples, "seconds": seconds, "start": start, "stop": stop}
+    return {"records": records, "seconds": seconds, "start": start, "stop": stop}
 
 
 def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = None, *, address: str | None = None,
                  shard_size: int | None = None, max_retries: int = 3, num_cpus: int | None = None,
-                 progress: bool = True, task_body: Callable[..., dict[str, Any]] = evaluate_range) -> str:
+                 progress: bool = True, task_body: Callable[..., dict[str, Any]] = evaluate_range,
+                 runner: Runner | None = None) -> str:
     """Evaluate the grid's unfinished units (or shards of them) as Ray tasks running ``task_body``."""
     try:
         import ray
     except ImportError:
         raise HarnessError("--executor ray needs Ray: pip install 'robustness-harness[ray]' (or pip install ray)") from None
-    runner = Runner(grid, registry, store, progress=progress)
+    runner = runner or Runner(grid, registry, store, progress=progress)
     data, units = runner.prepare()  # data loaded, every model checked and the run recorded before any task starts
     store = runner.store
     if not ray.is_initialized():
@@ -91,13 +93,13 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = Non
                               data.display_name)
             pending[ref] = shard
     bar = tqdm(total=sum(s.stop - s.start for s in pending.values()), desc=f"{len(pending)} tasks on Ray",
-               unit="ex", disable=not progress, dynamic_ncols=True)
+               unit="ex", disable=not runner.progress, dynamic_ncols=True)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         shard = pending.pop(ready[0])
         result = ray.get(ready[0])  # raises after max_retries failed attempts: the driver stops, the DB keeps the rest
-        store.commit(grid.run_id, shard.unit.key, result["rows"], result["examples"], start=shard.start,
-                     stop=shard.stop, total=grid.n_examples, seconds=result["seconds"])
+        store.commit(grid.run_id, shard.unit.key, result["records"], start=shard.start, stop=shard.stop,
+                     total=grid.n_examples, seconds=result["seconds"])
         bar.update(shard.stop - shard.start)
     bar.close()
     store.end_run(grid.run_id)

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x52484152   # "RHAR": robustness-harness results
 
 
@@ -35,6 +35,7 @@ class RunRecord:
     eps: float
     repeats: int
     votes: int
+    preset: str              # harness.presets: "honest" or "paper"
     precision: str
     device: str
     harness_version: str
@@ -116,6 +117,20 @@ class ExampleRow(ExampleKey):
 
 
 @dataclass(frozen=True)
+class GapRow(ExampleKey):
+    """The local-Lipschitz gap of an example a defense flipped (the paper's Section 4.2.2, Figure 2b):
+    L(false class) − L(true class) at the adversarial example, the false class being the wrong prediction on
+    whichever side is wrong: the bare model's for FtoT, the defended one's for TtoF."""
+
+    kind: str                # "FtoT" or "TtoF", against the reference defense
+    label: int
+    false_class: int
+    l_false: float
+    l_true: float
+    gap: float
+
+
+@dataclass(frozen=True)
 class ShardRecord:
     """An example range [start, stop) of a unit whose rows are committed, and which process computed it."""
 
@@ -145,6 +160,7 @@ TABLES: dict[str, tuple[type, tuple[str, ...]]] = {
     "units": (UnitRecord, ("run_id", "unit_key")),
     "results": (ResultRow, RESULT_KEY),
     "examples": (ExampleRow, RESULT_KEY),
+    "gaps": (GapRow, RESULT_KEY),
     "shards": (ShardRecord, ("run_id", "unit_key", "start")),
     "claims": (ClaimRecord, ("run_id", "unit_key")),
 }

@@ -21,7 +21,7 @@ from harness.config import GridConfig
 from harness.defended import Defended, predict_defended
 from harness.device import synchronize
 from harness.interfaces import AttackOutput, DataSource, LabelledData, LoadedModel
-from harness.observers import ExampleCapture, GradientNorms, Observer
+from harness.observers import ExampleCapture, GradientNorms, LipschitzGaps, Observer
 from harness.plan import Unit, build, plan, unit_cost
 from harness.provenance import run_record
 from harness.records import ResultRow, UnitRecord
@@ -44,7 +44,8 @@ class Runner:
         self.grid, self.registry, self.progress, self._store = grid, registry, progress, store
         self.device = resolve_device(grid.device)
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
-        self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)]
+        self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
+            ([LipschitzGaps()] if grid.lipschitz else [])
 
     @property
     def store(self) -> Store:
@@ -127,7 +128,7 @@ class Runner:
         bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
         for batch in self.batches(unit, loaded, data, state.done, n):
-            self.store.commit(grid.run_id, unit.key, batch.rows, batch.examples, start=batch.start, stop=batch.stop,
+            self.store.commit(grid.run_id, unit.key, batch.records, start=batch.start, stop=batch.stop,
                               total=n, seconds=batch.seconds, owner=owner.id if owner else "")
             bar.update(batch.stop - batch.start)
         bar.close()
@@ -188,7 +189,7 @@ class Runner:
                    "grad_norm": [None] * n}
         for observer in self.observers:
             columns.update(observer.columns(ctx, x_adv))
-        rows, examples = [], []
+        rows, examples, preds_by_defense = [], [], {}
         for entry, defense in ctx.defenses:
             before = ModelState.of(model)
             with plugin_call("defense", entry.label, entry.plugin):
@@ -203,9 +204,14 @@ class Runner:
                     label=y[i], pred=pred[i], correct=int(pred[i] == y[i]), vote_frac=float(preds.vote_frac[i]),
                     attack_s=attack_s, defense_s=preds.seconds / n,
                     **{name: values[i] for name, values in columns.items()}))
+            preds_by_defense[entry.label] = preds.pred
             for observer in self.observers:
                 examples += observer.examples(ctx, entry.label, defense, x_adv, preds.pred)
-        return Batch(ctx.start, ctx.start + n, rows, examples, time.perf_counter() - t0)
+        records: dict[str, list] = {"results": rows, "examples": examples}
+        for observer in self.observers:
+            for table, extra in observer.records(ctx, x_adv, preds_by_defense).items():
+                records.setdefault(table, []).extend(extra)
+        return Batch(ctx.start, ctx.start + n, records, time.perf_counter() - t0)
 
 
 def run_grid(grid: GridConfig, registry: Registry, *, store: Store | None = None, progress: bool = True) -> str:

@@ -49,8 +49,8 @@ def ascend(model: nn.Module, x_center: Tensor, x_start: Tensor, loss_fn: LossFn,
             logits = model(x)
             loss = loss_fn(logits).sum()  # per-example losses summed: gradients stay per example
             (grad,) = torch.autograd.grad(loss, x, retain_graph=differentiable)
-        if observe is not None:
-            observe(k, x.detach(), logits.detach())
+        if observe is not None:  # with differentiable=True the logits stay in the graph (released Hedge's sum)
+            observe(k, x if differentiable else x.detach(), logits if differentiable else logits.detach())
         base = x if differentiable else x.detach()
         x = ball.project(base + sign * step_size * _direction(grad.detach(), ball.norm), x_center)
     return x if differentiable else x.detach()

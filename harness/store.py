@@ -19,14 +19,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import pandas as pd
 import sqlite_utils
 
 from harness.errors import StoreError
-from harness.records import (APPLICATION_ID, RESULT_KEY, SCHEMA_VERSION, TABLES, ClaimRecord, ExampleRow, ResultRow,
-                             RunRecord, ShardRecord, UnitRecord, as_row, columns, from_row)
+from harness.records import (APPLICATION_ID, SCHEMA_VERSION, TABLES, ClaimRecord, RunRecord, ShardRecord, UnitRecord,
+                             as_row, columns, from_row)
 
 BUSY_TIMEOUT_S = 120   # how long a writer waits for another process's transaction before giving up
 STALE_CLAIM_S = 120    # a claim whose heartbeat is older than this is taken over (its process is gone)
@@ -228,15 +228,16 @@ class Store:
     def finished_shards(self, run_id: str, key: str) -> set[int]:
         return {r["start"] for r in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key])}
 
-    def commit(self, run_id: str, key: str, rows: Iterable[ResultRow], examples: Iterable[ExampleRow], *,
+    def commit(self, run_id: str, key: str, records: Mapping[str, Iterable[Any]], *,
                start: int, stop: int, total: int, seconds: float, owner: str = "") -> None:
-        """Rows of the example range [start, stop) of a unit, its shard record and the unit's progress, atomically.
+        """Records of the example range [start, stop) of a unit (by table: results, examples, gaps), its shard
+        record and the unit's progress, atomically.
 
         ``units.done`` advances over the finished prefix only, so ranges may be committed in any order.
         """
         with self._write():
-            self.db["results"].insert_all((as_row(r) for r in rows), pk=RESULT_KEY, replace=True)
-            self.db["examples"].insert_all((as_row(e) for e in examples), pk=RESULT_KEY, replace=True)
+            for table, rows in records.items():
+                self.db[table].insert_all((as_row(r) for r in rows), pk=TABLES[table][1], replace=True)
             self.db["shards"].insert(as_row(ShardRecord(run_id, key, start, stop, owner)), replace=True)
             done = self.unit_state(run_id, key).done
             for shard in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key], order_by="start"):

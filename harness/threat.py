@@ -54,12 +54,14 @@ class ThreatModel:
         ball, box = self.excess(x_adv, x)
         return (ball <= tol) & (box <= tol)
 
-    def random_start(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """A uniform point of the L∞ ball, or a random direction with uniform radius in L2."""
+    def random_start(self, x: Tensor, generator: torch.Generator, clip: bool = True) -> Tensor:
+        """A uniform point of the L∞ ball, or a random direction with uniform radius in L2; clipped to [0,1]
+        unless ``clip`` is False (the released Hedge code's starts are not)."""
         if self.norm is Norm.LINF:
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return self.project(x + (2 * noise - 1) * self.eps, x)
+            start = x + torch.empty_like(x).uniform_(-self.eps, self.eps, generator=generator)
+            return self.project(start, x) if clip else start
         direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
         radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * self.eps
-        return self.project(x + direction * radius.view(-1, *([1] * (x.dim() - 1))), x)
+        start = x + direction * radius.view(-1, *([1] * (x.dim() - 1)))
+        return self.project(start, x) if clip else start

@@ -75,8 +75,22 @@ class FlipRow:
     defense: str
     ftot: float            # mean count over repeats
     ttof: float
-    ftof: float
+    ftof: float            # wrong, then a different wrong class (the paper's FtoF)
     n: int
+
+    @property
+    def net(self) -> float:
+        """FtoT − TtoF: the defense's net gain, in examples."""
+        return self.ftot - self.ttof
+
+
+@dataclass(frozen=True)
+class Gaps:
+    """Local-Lipschitz gaps L(false) − L(true) of the flipped examples of one model (Figure 2b)."""
+
+    model: str
+    ftot: tuple[float, ...]
+    ttof: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,7 @@ class Facts:
     repeats: int
     device: str
     precision: str
+    preset: str                # "honest", or "paper": the released code's settings (harness.presets)
     git_commit: str
     versions: dict[str, str]
     started: float | None
@@ -165,6 +180,7 @@ class ReportContent:
     adaptive: tuple[AdaptiveRow, ...]
     has_adaptive: bool
     flips: tuple[FlipRow, ...]
+    gaps: tuple[Gaps, ...]
     sweeps: tuple[Sweep, ...]
     heatmaps: tuple[HeatMap, ...]
     examples: tuple[Example, ...]
@@ -173,7 +189,7 @@ class ReportContent:
 
 
 def empty_content(reason: str) -> ReportContent:
-    return ReportContent(None, None, None, (), False, (), (), (), (), (), (reason,))
+    return ReportContent(None, None, None, (), False, (), (), (), (), (), (), (reason,))
 
 
 def _cell(mean: float, std: float, repeats: int, n: int) -> Cell:
@@ -213,7 +229,7 @@ def _facts(store: Store, run: RunRecord) -> Facts:
     return Facts(
         run_id=run.run_id, config_path=run.config_path, config_text=run.config_text, dataset=run.dataset_display,
         dataset_caveat=run.dataset_caveat, n_examples=run.n_examples, norm=run.norm, eps=run.eps,
-        repeats=run.repeats, device=run.device, precision=run.precision,
+        repeats=run.repeats, device=run.device, precision=run.precision, preset=run.preset,
         git_commit=run.harness_commit or "(unknown)", versions=json.loads(run.versions), started=run.started,
         ended=run.ended, units=_units(store, run.run_id))
 
@@ -248,34 +264,35 @@ def _flips(store: Store, run: RunRecord, names: dict[str, str], order: list[str]
     attacked = ~counts.attack.isin(with_role(run, "attacks", Role.BASELINE))
     counts = counts[attacked] if attacked.any() else counts
     mean = counts.groupby(["model", "attack", "defense"], sort=False)[["FtoT", "TtoF", "FtoF", "n"]].mean().reset_index()
-    return tuple(FlipRow(r.model, names.get(r.attack, r.attack), names.get(r.defense, r.defense), float(r.FtoT), float(r.TtoF), float(r.FtoF), int(r.n))
-                 for r in mean.itertuples())
+    return tuple(FlipRow(r.model, names.get(r.attack, r.attack), names.get(r.defense, r.defense), float(r.FtoT),
+                         float(r.TtoF), float(r.FtoF), int(r.n)) for r in mean.itertuples())
+
+
+def _gaps(store: Store, run: RunRecord) -> tuple[Gaps, ...]:
+    frame = pd.read_sql_query("SELECT model, kind, gap FROM gaps WHERE run_id = ?", store.db.conn, params=[run.run_id])
+    return tuple(Gaps(model, tuple(group[group.kind == "FtoT"].gap), tuple(group[group.kind == "TtoF"].gap))
+                 for model, group in frame.groupby("model", sort=False))
 
 
 def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _varying(entries: list[dict[str, Any]], candidates: tuple[str, ...]) -> str | None:
-    """The one parameter among ``candidates`` that differs between entries that are otherwise equal."""
-    if len(entries) < 2:
-        return None
-    params = [e["params"] | ({"eps": e["eps"]} if "eps" in e else {}) for e in entries]
-    keys = set().union(*params)
-    differing = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
-    if len(differing) == 1 and differing[0] in candidates and all(_numeric(p.get(differing[0])) for p in params):
-        return differing[0]
-    return None
-
-
 def _families(entries: list[dict[str, Any]], parameter_names: tuple[str, ...]) -> list[tuple[str, str, list[dict]]]:
-    """Groups of entries of one plugin that differ in exactly one of ``parameter_names``."""
+    """Sweeps: groups of two or more entries of one plugin that differ only in one of ``parameter_names``
+    (a numeric one). One plugin may give several, e.g. Hedge entries varying K at one ε_d and ε_d at one K."""
     out = []
     for plugin in dict.fromkeys(e["plugin"] for e in entries):
         family = [e for e in entries if e["plugin"] == plugin]
-        parameter = _varying(family, parameter_names)
-        if parameter is not None:
-            out.append((plugin, parameter, family))
+        settings = [e["params"] | {"eps": e.get("eps")} for e in family]
+        for parameter in parameter_names:
+            groups: dict[str, list[dict]] = {}
+            for entry, setting in zip(family, settings):
+                if _numeric(setting.get(parameter)):
+                    rest = {k: v for k, v in setting.items() if k != parameter}
+                    groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(entry)
+            out += [(plugin, parameter, group) for group in groups.values()
+                    if len({_value(e, parameter) for e in group}) >= 2]
     return out
 
 
@@ -373,6 +390,6 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
         main=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=False),
         std=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=True),
         adaptive=_adaptive_rows(table_cells, models, test_time, names) if has_adaptive else (),
-        has_adaptive=has_adaptive, flips=flips, sweeps=tuple(sweeps), heatmaps=tuple(heatmaps),
+        has_adaptive=has_adaptive, flips=flips, gaps=_gaps(store, run), sweeps=tuple(sweeps), heatmaps=tuple(heatmaps),
         examples=_examples(store, run, names),
         warnings=tuple(automatic_checks(store, run, table_cells, names)), missing=tuple(missing))

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness_reports.content import Example, FlipRow, HeatMap, ReportContent, Sweep  # noqa: E402
+from harness_reports.content import Example, FlipRow, Gaps, HeatMap, ReportContent, Sweep  # noqa: E402
 
 plt.rcParams.update({"svg.hashsalt": "robustness-harness", "font.size": 9, "axes.spines.top": False,
                      "axes.spines.right": False})
@@ -52,23 +52,45 @@ def _legend(ax, size: int) -> None:
         ax.legend(frameon=False, fontsize=size, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, never over data
 
 
+FLIP_BARS = (("ftot", "FtoT", "", 1.0), ("ttof", "TtoF", "//", 0.55), ("net", "FtoT−TtoF", "..", 0.8),
+             ("ftof", "FtoF", "xx", 0.35))
+
+
 def flips_figure(rows: list[FlipRow], model: str) -> Figure:
-    """Figure 2a: FtoT and TtoF counts per attack, one pair of bars per defense."""
+    """Figure 2a: FtoT, TtoF, FtoT−TtoF and FtoF counts per attack, one group of bars per defense."""
     attacks = list(dict.fromkeys(r.attack for r in rows))
     defenses = list(dict.fromkeys(r.defense for r in rows))
     lookup = {(r.attack, r.defense): r for r in rows}
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(attacks) * max(1, len(defenses))), 2.8))
-    width = 0.8 / (2 * len(defenses))
+    bars = len(FLIP_BARS)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(attacks) * max(1, len(defenses))), 2.8))
+    width = 0.8 / (bars * len(defenses))
     x = np.arange(len(attacks))
     for j, defense in enumerate(defenses):
-        for k, (field, hatch) in enumerate((("ftot", ""), ("ttof", "//"))):
+        for k, (field, name, hatch, alpha) in enumerate(FLIP_BARS):
             values = [getattr(lookup[(a, defense)], field) if (a, defense) in lookup else 0 for a in attacks]
-            offset = (2 * j + k - len(defenses) + 0.5) * width
-            ax.bar(x + offset, values, width, label=f"{defense}: {'FtoT' if field == 'ftot' else 'TtoF'}",
-                   hatch=hatch, color=f"C{j}", alpha=1.0 if k == 0 else 0.55, edgecolor="black", linewidth=0.4)
+            offset = (bars * j + k - (bars * len(defenses) - 1) / 2) * width
+            ax.bar(x + offset, values, width, label=f"{defense}: {name}", hatch=hatch, color=f"C{j}", alpha=alpha,
+                   edgecolor="black", linewidth=0.4)
+    ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, attacks, rotation=30, ha="right")
     ax.set_ylabel("examples (mean over repeats)")
     ax.set_title(model)
+    _legend(ax, 7)
+    return fig
+
+
+def gaps_figure(gaps: Gaps) -> Figure:
+    """Figure 2b: the distribution of L(false) − L(true) for FtoT (expected > 0) and TtoF (expected < 0)."""
+    fig, ax = plt.subplots(figsize=(4.6, 2.8))
+    values = [v for v in (*gaps.ftot, *gaps.ttof)]
+    bins = np.histogram_bin_edges(values, bins=20) if values else 10
+    for data, name, color in ((gaps.ftot, f"FtoT (n = {len(gaps.ftot)})", "C0"), (gaps.ttof, f"TtoF (n = {len(gaps.ttof)})", "C3")):
+        if data:
+            ax.hist(data, bins=bins, alpha=0.6, color=color, label=name, edgecolor="black", linewidth=0.4)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("L(false class) − L(true class)")
+    ax.set_ylabel("examples")
+    ax.set_title(gaps.model)
     _legend(ax, 7)
     return fig
 
@@ -144,6 +166,10 @@ def render_figures(content: ReportContent, out: Path) -> list[Rendered]:
         rows = [r for r in content.flips if r.model == model]
         rendered.append(_save(flips_figure(rows, model), out, f"flips-{i}",
                               f"FtoT and TtoF counts per attack on {model} (Figure 2a)."))
+    for i, gaps in enumerate(content.gaps, 1):
+        rendered.append(_save(gaps_figure(gaps), out, f"lipschitz-{i}",
+                              f"Local-Lipschitz gap L(false) − L(true) of the examples a defense flipped on {gaps.model} "
+                              "(Figure 2b)."))
     for i, sweep in enumerate(content.sweeps, 1):
         rendered.append(_save(sweep_figure(sweep), out, f"sweep-{i}",
                               f"{sweep.model}: accuracy against {PARAMETER_NAMES.get(sweep.parameter, sweep.parameter)} "

@@ -137,10 +137,11 @@ db = "{tmp_path / 'results.sqlite'}"
     return path
 
 
-def harness_cli(*args: str, env: dict | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed ``harness`` entry point in a fresh process."""
+def harness_cli(*args: str, env: dict | None = None, check: bool = True, cwd: Path = REPO,
+                **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed ``harness`` entry point in a fresh process (in the repository unless ``cwd`` says)."""
     proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=REPO, **kwargs)
+                          env={**os.environ, **(env or {})}, cwd=cwd, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -133,7 +133,7 @@ def test_worst_case_is_the_per_example_and_across_attacks(tmp_path, registry):
     # and the worst case is below every single attack, strictly below at least one somewhere
     per_attack = rows.groupby(["model", "defense", "repeat", "attack"])["correct"].mean().unstack("attack")
     assert (sql.sort_index().values[:, None] <= per_attack.sort_index().values + 1e-12).all()
-    assert (sql.sort_index().values < per_attack.min(axis=1).sort_index().values + 1e-12).all()
+    assert (sql.sort_index().values < per_attack.min(axis=1).sort_index().values - 1e-12).any()
 
 
 def test_worst_case_ignores_examples_missing_an_attack(tmp_path, registry):

@@ -30,12 +30,14 @@ class Adaptive(Attack):
         n_iter (int): APGD iterations per target class. Default: 50.
         n_target_classes (int): the 2nd … (k+1)-th most likely classes. Default: 5.
         n_restarts (int): Default: 1.
-        eot (int): gradients averaged over this many draws of the defense's randomness. Default: 1.
+        eot (int): gradients averaged over this many draws of the defense's randomness. Default: 3, as
+            Croce et al. (a deterministic defense is attacked with one).
         gradient ("bpda" | "full"): BPDA runs the defense without gradient and takes f's gradient at
             the defended point (identity backward); "full" differentiates through the unrolled defense.
             Default: "bpda".
-        defense_steps_in_attack (int | None): run the defense with fewer steps inside the attack, for
-            cost; the final evaluation always uses the grid's defense. Default: None (the same).
+        defense_steps_in_attack (int | None): an iterative defense (Hedge) runs at most this many steps
+            inside the attack, for cost, as Croce et al. cut Hedge to 5; the candidates are scored, and the
+            final evaluation made, with the grid's defense. None: all of its steps. Default: 5.
         success ("vote" | "single-draw"): how the attack decides, against a random defense, that an
             example is broken and may be dropped from the remaining target classes. "vote": the
             majority over the grid's ``votes`` draws of the grid's defense, as the runner scores it,
@@ -56,9 +58,10 @@ class Adaptive(Attack):
     n_iter: int = param(50, "APGD iterations per target class", minimum=1)
     n_target_classes: int = param(5, "target classes: the 2nd to (k+1)-th most likely", minimum=1)
     n_restarts: int = param(1, "restarts", minimum=1)
-    eot: int = param(1, "gradients averaged over draws of the defense's randomness", minimum=1)
+    eot: int = param(3, "gradients averaged over draws of the defense's randomness (Croce et al.: 3)", minimum=1)
     gradient: Literal["bpda", "full"] = param("bpda", "BPDA (identity backward) or the full unrolled gradient")
-    defense_steps_in_attack: int | None = param(None, "defense steps inside the attack (fewer, for cost)", minimum=0)
+    defense_steps_in_attack: int | None = param(5, "an iterative defense's steps inside the attack (Croce et al.: 5); "
+                                                 "None: all of them", minimum=0)
     success: Literal["vote", "single-draw"] = param("vote", "success check on random defenses: majority vote or one draw")
 
     def _apgd(self, randomized: bool) -> APGDTargeted:

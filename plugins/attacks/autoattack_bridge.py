@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,9 @@ class APGD(Attack):
     """
 
     display_name: ClassVar[str] = "APGD-CE"
+    # the released code built it as AutoAttack(version="custom", attacks_to_run=["apgd-ce"]), which keeps the
+    # constructor's 5 restarts (the standard version sets 1)
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"n_restarts": 5}}
 
     n_iter: int = param(100, "iterations per restart", minimum=1)
     n_restarts: int = param(1, "restarts (AutoAttack standard: 1)", minimum=1)
@@ -162,6 +165,13 @@ class Square(Attack):
     Arguments:
         n_queries (int): query budget per example. Default: 5,000.
         p_init (float): initial fraction of pixels per square. Default: 0.8.
+        unbroken ("last" | "clean"): what an example the attack did not break is returned as. "last": the
+            last point of its search, the lowest-margin point it found; "clean": the clean input, as
+            AutoAttack's ``perturb`` and the paper's released code return it. Default: "last": a defense is
+            then scored on the strongest input the attack found rather than on an image never attacked,
+            which would credit it for examples it did not have to defend.
+
+    Presets: ``paper`` returns the clean input where the attack failed, as released.
 
     Returns an ``AttackOutput`` whose ``queries`` are the per-example query counts.
 
@@ -173,11 +183,12 @@ class Square(Attack):
     """
 
     display_name: ClassVar[str] = "Square"
-
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"unbroken": "clean"}}
     access: ClassVar[Access] = Access.BLACK_BOX
 
     n_queries: int = param(5000, "query budget per example", minimum=1)
     p_init: float = param(0.8, "initial fraction of pixels per square", minimum=0, maximum=1)
+    unbroken: Literal["last", "clean"] = param("last", "an unbroken example: the search's last point, or the clean x")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> AttackOutput:
@@ -193,6 +204,9 @@ class Square(Attack):
             if len(todo):
                 # attack_single_run (not perturb) reports the per-example query counts
                 n_q, adv = attack.attack_single_run(x[todo], y[todo])
+                if self.unbroken == "clean":
+                    broken = model(adv).argmax(1) != y[todo]
+                    adv = torch.where(broken.view(-1, *[1] * (x.dim() - 1)), adv, x[todo])
                 x_adv[todo], queries[todo] = adv, n_q.long()
         return AttackOutput(x_adv.detach(), queries + 1)  # + the query that checked the clean input
 

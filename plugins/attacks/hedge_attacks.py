@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Access, Attack, Passes
+from harness.interfaces import Access, Attack, DefendedModel, Defense, Passes
 from harness.losses import cross_entropy, sum_ce
 from harness.sign_gradient import ascend
 from harness.specs import param
@@ -37,6 +37,9 @@ class ReverseHedge(Attack):
         steps (int): Default: 20.
         step_size (float | None): Default: None, 4/255 under L∞ and ε/4 under L2.
         random_start (bool): Default: True.
+        clip_start (bool): clip the random start to [0,1]. Default: True (the released code does not).
+
+    Presets: ``paper`` takes the released ``ReverseAttack``'s step 0.007 and unclipped start.
 
     Example grid entry::
 
@@ -45,15 +48,17 @@ class ReverseHedge(Attack):
     """
 
     display_name: ClassVar[str] = "Reverse Hedge"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"step_size": 0.007, "clip_start": False}}
 
     steps: int = param(20, "descent steps", minimum=0)
     step_size: float | None = param(None, "step; None: 4/255 (L∞) or ε/4 (L2)", minimum=0)
     random_start: bool = param(True, "start from a uniform point of the ball")
+    clip_start: bool = param(True, "clip the random start to [0,1] (the released code does not)")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
         step = default_step(threat, self.step_size)
-        start = threat.random_start(x, generator) if self.random_start else x
+        start = threat.random_start(x, generator, clip=self.clip_start) if self.random_start else x
         return ascend(model, x, start, sum_ce, ball=threat, steps=self.steps, step_size=step, descend=True)
 
     def passes(self, threat: ThreatModel) -> Passes:
@@ -62,14 +67,20 @@ class ReverseHedge(Attack):
 
 @dataclass(frozen=True)
 class HedgeAware(Attack):
-    r"""Hedge-aware PGD (the paper's Algorithm 6): each attack step looks through K inner Hedge steps.
+    r"""Hedge-aware PGD (the paper's Algorithm 6): each attack step looks through a fresh run of Hedge.
 
-    For t = 1 … T: x'' = Hedge_K(x') (no gradient through it); x' ← Π_ε(x' + α·sign(∇ CE(f(x''), y))),
-    the gradient taken at x'' and applied to x' (a BPDA step). Norm: L∞.
+    From x'_0 = x + ε·U(−1,1), for t = 1 … T: x'' = Hedge_K(x'_{t−1}) (K steps of size η in B(x', ε_d),
+    no gradient through it); x'_t = Π_ε(x'_{t−1} + η·sign(∇_{x''} CE(f(x''), y))): the gradient is taken at
+    the hedged point and applied to x' (a BPDA step). Norm: L∞.
+
+    Against the bare model (target = "model", Table 8's "Attack Hedge Defense") it runs its own Hedge with
+    the parameters below and the defenses then score its examples. Through a defense (target =
+    "defended") it looks through the grid's defense instead, at its full strength.
 
     Arguments:
         steps (int): T, attack steps. Default: 20.
-        step_size (float): α. Default: 2/255.
+        step_size (float | None): the attack's step. Default: None, meaning η, as Algorithm 6 uses one η for
+            both loops.
         hedge_steps (int): K, inner Hedge steps. Default: 20.
         hedge_step_size (float): Hedge's η. Default: 4/255.
         eps_d (float): Hedge's radius. Default: 8/255.
@@ -83,23 +94,36 @@ class HedgeAware(Attack):
     display_name: ClassVar[str] = "Hedge-aware"
 
     steps: int = param(20, "T, attack steps", minimum=0)
-    step_size: float = param(2 / 255, "attack step α", minimum=0)
+    step_size: float | None = param(None, "the attack's step; None: η, as in Algorithm 6", minimum=0)
     hedge_steps: int = param(20, "K, inner Hedge steps per attack step", minimum=0)
     hedge_step_size: float = param(4 / 255, "Hedge's step η", minimum=0)
     eps_d: float = param(8 / 255, "Hedge's radius ε_d", minimum=0)
 
+    def _attack(self, gradient, x: Tensor, threat: ThreatModel, generator: torch.Generator) -> Tensor:
+        step = self.hedge_step_size if self.step_size is None else self.step_size
+        x_adv = threat.random_start(x, generator)
+        for _ in range(self.steps):
+            x_adv = threat.project(x_adv + step * gradient(x_adv).sign(), x)
+        return x_adv.detach()
+
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
         hedge = Hedge(eps_d=self.eps_d, steps=self.hedge_steps, step_size=self.hedge_step_size)
-        x_adv = threat.random_start(x, generator)
-        for _ in range(self.steps):
-            hedged = hedge.purify(model, x_adv, generator=generator)
-            x_adv = threat.project(x_adv + self.step_size * ce_gradient(model, hedged, y).sign(), x)
-        return x_adv.detach()
+        return self._attack(lambda point: ce_gradient(model, hedge.purify(model, point, generator=generator), y),
+                            x, threat, generator)
+
+    def attack_defended(self, defended: DefendedModel, x: Tensor, y: Tensor, threat: ThreatModel, *,
+                        generator: torch.Generator) -> Tensor:
+        through = defended.with_defense(defended.defense, "bpda")  # f's gradient at the defended point
+        return self._attack(lambda point: ce_gradient(through, point, y), x, threat, generator)
 
     def passes(self, threat: ThreatModel) -> Passes:
         k = self.steps * (self.hedge_steps + 1)
         return Passes(k, k)
+
+    def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
+        inside = defense.passes()
+        return Passes(self.steps * (inside.forward + 1), self.steps * (inside.backward + 1))
 
 
 @dataclass(frozen=True)
@@ -127,7 +151,7 @@ class DAAWhite(Attack):
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
-        x_adv = threat.random_start(x, generator)
+        x_adv = threat.random_start(x, generator, clip=False)  # as released: x + U(−ε, ε), not clipped
         inner_ball = ThreatModel(Norm.LINF, self.noise_radius)
         for _ in range(self.steps):
             accumulated = torch.zeros_like(x)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from harness.errors import PluginError
 from harness.interfaces import Defense, Passes
 from harness.losses import kl_uniform, sum_ce
 from harness.sign_gradient import ascend
@@ -46,6 +47,7 @@ class Hedge(Defense):
     """
 
     display_name: ClassVar[str] = "Hedge"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"predict": "released"}}
 
     randomized: ClassVar[bool] = True
     eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')", minimum=0)
@@ -66,18 +68,21 @@ class Hedge(Defense):
             return self.step_size
         return RELEASED_STEP if self.predict == "released" else 4 / 255
 
+    def check(self) -> None:
+        if self.predict == "released" and self.steps < 2:
+            raise PluginError("hedge predict = 'released' needs steps >= 2: it sums the logits of x_1 … x_{K−1}")
+
+    def _start(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if not self.random_init:
+            return x
+        # the released loop starts at x' + U(−ε_d, ε_d), not clipped to [0,1]
+        return self.ball.random_start(x, generator, clip=self.predict != "released")
+
     def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None,
              differentiable: bool = False) -> Tensor:
-        ball = self.ball
-        if not self.random_init:
-            start = x
-        elif self.predict == "released":  # the released loop starts at x' + U(−ε_d, ε_d), not clipped to [0,1]
-            start = x + torch.empty_like(x).uniform_(-ball.eps, ball.eps, generator=generator)
-        else:
-            start = ball.random_start(x, generator)
         loss = sum_ce if self.loss == "sum-ce" else kl_uniform
-        return ascend(model, x, start, loss, ball=ball, steps=self.steps, step_size=self.eta, observe=observe,
-                      differentiable=differentiable)
+        return ascend(model, x, self._start(x, generator), loss, ball=self.ball, steps=self.steps, step_size=self.eta,
+                      observe=observe, differentiable=differentiable)
 
     def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
                differentiable: bool = False) -> Tensor:
@@ -90,9 +95,8 @@ class Hedge(Defense):
             return model(self.purify(model, x, generator=generator, differentiable=differentiable))
         # The released code sums the logits of the iterates x_1 … x_{K−1} (not x_0, not x_K).
         summed: list[Tensor] = []
-        self._run(model, x, generator, observe=lambda k, xk, logits: summed.append(logits) if k >= 1 else None)
-        if not summed:
-            raise ValueError("hedge predict='released' needs steps >= 2: it sums the logits of x_1 … x_{K−1}")
+        self._run(model, x, generator, observe=lambda k, xk, logits: summed.append(logits) if k >= 1 else None,
+                  differentiable=differentiable)
         return torch.stack(summed).sum(0)
 
     def passes(self) -> Passes:
@@ -116,11 +120,17 @@ class HedgeRandomClass(Hedge):
     """
 
     display_name: ClassVar[str] = "Hedge (random class)"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}   # the released code has no such variant
+
+    def check(self) -> None:
+        super().check()
+        if self.loss != "sum-ce":
+            raise PluginError(f"hedge-random-class ascends the cross-entropy of one random class per step; its "
+                              f"loss cannot be set (got loss = {self.loss!r}). Remove the loss key")
 
     def _run(self, model: nn.Module, x: Tensor, generator: torch.Generator, observe=None,
              differentiable: bool = False) -> Tensor:
-        ball = self.ball
-        start = ball.random_start(x, generator) if self.random_init else x
+        ball, start = self.ball, self._start(x, generator)
 
         def random_class_ce(logits: Tensor) -> Tensor:
             c = torch.randint(0, logits.shape[1], (logits.shape[0],), generator=generator, device=logits.device)
