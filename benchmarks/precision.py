@@ -4,8 +4,10 @@
     python benchmarks/precision.py --grid configs/precision-cifar.toml --precisions fp32,tf32,bf16   # on a GPU
 
 The bar: under bf16 and tf32, robust accuracy within 0.5 points of fp32 for Hedge, PGD and CW
-on the same 1,000 examples. Writes benchmarks/results/precision-<device>.json with every accuracy,
-the largest gap and the wall time per precision.
+on the same 1,000 examples. Each precision is compared with fp32 example by example, as
+`harness compare --fail-if-differs 0.5` does (paired difference, changed predictions, McNemar p).
+Writes benchmarks/results/precision-<device>.json with every accuracy, the largest gap and the wall
+time per precision.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write  # noqa: E402
-from harness.config import load_grid  # noqa: E402
+from harness.compare import compare_runs  # noqa: E402
+from harness.config import Overrides, load_grid  # noqa: E402
 from harness.precision import Compute, Precision  # noqa: E402
 from harness.registry import Registry  # noqa: E402
 from harness.runner import resolve_device, run_grid  # noqa: E402
@@ -38,25 +41,30 @@ def main() -> None:
     names = args.precisions.split(",")
     if names[0] != "fp32":
         names = ["fp32"] + [n for n in names if n != "fp32"]
-    accuracies, seconds = {}, {}
+    accuracies, seconds, runs, changed = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            grid = load_grid(args.grid, registry, db_override=str(Path(tmp) / f"{name}.sqlite"))
+            grid = load_grid(args.grid, registry, overrides=Overrides(db=str(Path(tmp) / f"{name}.sqlite")))
             grid = dataclasses.replace(grid, compute=Compute(Precision(name), channels_last=args.channels_last))
             store = Store(grid.db)
             start = time.perf_counter()
             run_grid(grid, registry, store=store, progress=False)
             seconds[name] = time.perf_counter() - start
+            runs[name] = (store, store.run(grid.run_id))
             acc = store.accuracy(grid.run_id)
             accuracies[name] = {f"{r.defense}/{r.attack}": round(r.acc * 100, 2) for r in acc.itertuples()}
             print(f"{name:>5}: {seconds[name]:7.1f} s  " + "  ".join(f"{k} {v:.2f}" for k, v in accuracies[name].items()))
+        gaps = {}
+        for name in names[1:]:
+            result = compare_runs(runs["fp32"], runs[name])
+            print(f"fp32 (A) against {name} (B), example by example:\n{result.table().to_string()}")
+            gaps[name] = max(abs(c.paired.difference) for c in result.cells)
+            changed[name] = max(c.changed for c in result.cells)
     device = resolve_device(grid.device)
-    gaps = {name: max(abs(accuracies[name][k] - accuracies["fp32"][k]) for k in accuracies["fp32"])
-            for name in names[1:]}
     for name, gap in gaps.items():
         print(f"{name}: largest gap to fp32 {gap:.2f} points ({'within' if gap <= BAR else 'OUTSIDE'} the {BAR}-point bar)")
     path = write("precision", device, {"grid": args.grid, "n_examples": grid.n_examples, "accuracy": accuracies,
-                                       "largest_gap_to_fp32": gaps, "seconds": seconds, "bar_points": BAR,
+                                       "largest_gap_to_fp32": gaps, "largest_changed_share": changed, "seconds": seconds, "bar_points": BAR,
                                        "channels_last": args.channels_last})
     print(f"wrote {path}")
 

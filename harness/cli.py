@@ -1,10 +1,11 @@
-"""The ``harness`` command: plugins, run, show, report, and the commands plugin packages add."""
+"""The ``harness`` command: plugins, run, show, compare, report, and the commands plugin packages add."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -86,7 +87,8 @@ def _dry_run(grid, registry: Registry) -> int:
 
 
 def _estimate(grid, registry: Registry) -> int:
-    from harness.estimate import calibrate_models, duration, estimate
+    from harness.estimate import calibrate_models, estimate
+    from harness.progress import duration
     from harness.runner import Runner
     from harness.store import Store
 
@@ -114,7 +116,41 @@ def _estimate(grid, registry: Registry) -> int:
 def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
     from harness.store import Store
 
-    _print_summary(Store(args.db, readonly=True), args.run)
+    _print_summary(Store(args.db, readonly=True), args.run, args.format)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
+    from harness.compare import compare_runs, sides
+    from harness.store import Store
+
+    given = getattr(args, "sides", None) or []
+    if not 1 <= len(given) <= 2 or any(db is None for db, _ in given):
+        raise HarnessError("compare takes one or two --db (each optionally followed by --run ID), e.g. "
+                           "harness compare --db A.sqlite --db B.sqlite")
+    first, second = sides([(Store(db, readonly=True), run) for db, run in given])
+    result = compare_runs(first, second)
+    for name, (store, run) in zip("AB", (first, second)):
+        print(f"{name}: run {run.run_id} in {store.path} — {run.dataset_display}, n={run.n_examples}, preset "
+              f"{run.preset}, {run.precision}, device {run.device}")
+    if not result.cells:
+        print("the two runs share no (model, attack, defense) cell with results; nothing to compare")
+    else:
+        print("accuracy in %; A − B in points, its 95% interval paired by example (Newcombe, method 10); changed: "
+              "share of examples whose predicted class differs; exact McNemar p on the examples only one run got right")
+        print(result.table().to_string(line_width=shutil.get_terminal_size((120, 24)).columns))
+    for name, only in (("A", result.only_first), ("B", result.only_second)):
+        if only:
+            print(f"only in {name} (not compared): {'; '.join(only)}")
+    if result.unmatched_first or result.unmatched_second:
+        print(f"rows without a partner (not compared): {result.unmatched_first} in A, {result.unmatched_second} in B")
+    if args.fail_if_differs is not None:
+        beyond = result.beyond(args.fail_if_differs)
+        if beyond:
+            print(f"{len(beyond)} cell(s) differ by more than {args.fail_if_differs:g} points: " +
+                  "; ".join(f"{c.model} × {c.attack} × {c.defense} ({c.paired.difference:+.2f})" for c in beyond))
+            return 1
+        print(f"every cell is within {args.fail_if_differs:g} points")
     return 0
 
 
@@ -127,19 +163,45 @@ def cmd_report(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def _print_summary(store, run_id) -> None:
-    from harness.summary import warnings_for, wide_table
-
-    run, table = wide_table(store, run_id)
-    print(f"run {run.run_id} — {run.dataset_display}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
-          f"repeats={run.repeats}, device {run.device}")
+def _print_summary(store, run_id, form: str = "text") -> None:
     from harness.presets import PRESETS
+    from harness.summary import warnings_for
+    from harness_reports.content import main_table
+    from harness_reports.terminal import fitted, records
 
+    run = store.run(run_id)
+    table = main_table(store, run)
+    if form != "text":
+        data = records(table) if table is not None else None
+        if data is not None:
+            print(data.to_csv(index=False) if form == "csv" else data.to_json(orient="records", indent=1))
+        return
+    print(f"run {run.run_id} — {run.dataset_display}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
+          f"repeats={run.repeats}, preset {run.preset}, device {run.device}")
+    if table is None:
+        print("no results yet")
+        return
     rule = "clean included" if PRESETS[run.preset].worst_case_baseline else "clean not included (paper preset)"
-    print(f"accuracy in %, mean ± std over repeats; worst case = correct under every attack, {rule}")
-    print(table.to_string())
+    print(f"accuracy in % (95% Wilson interval), ± std over repeats; * best per model; worst case = correct under "
+          f"every attack, {rule}; report Worst Case (adaptive)")
+    print(fitted(table))
     for note in warnings_for(store, run.run_id):
         print(note)
+
+
+class _Side(argparse.Action):
+    """`--db A [--run X] --db B [--run Y]`: each --run belongs to the --db before it (or, after a single
+    --db, names a second run in the same database)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        sides = list(getattr(namespace, "sides", None) or [])
+        if option_string == "--db":
+            sides.append((value, None))
+        elif sides and sides[-1][1] is None:
+            sides[-1] = (sides[-1][0], value)
+        else:
+            sides.append((sides[-1][0] if sides else None, value))
+        namespace.sides = sides
 
 
 def parser(registry: Registry) -> argparse.ArgumentParser:
@@ -172,7 +234,17 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a Table-1-style summary of a run")
     p.add_argument("--db", required=True)
     p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
+    p.add_argument("--format", choices=["text", "csv", "json"], default="text",
+                   help="text (default): the report's main table fitted to the terminal; csv, json: one row per cell")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("compare", help="compare two runs example by example (paired differences, McNemar)",
+                       description="Match two runs' rows by model, attack, defense, repeat and example, and compare "
+                       "every shared cell with paired statistics. With one --db and no --run: its two latest runs.")
+    p.add_argument("--db", action=_Side, required=True, help="a results database (give it twice for two databases)")
+    p.add_argument("--run", action=_Side, help="run id (a prefix is enough) in the --db before it; default: its latest")
+    p.add_argument("--fail-if-differs", type=float, metavar="POINTS",
+                   help="exit with status 1 if any cell's accuracies differ by more than POINTS percentage points")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("report", help="render the paper's tables and figures (HTML, LaTeX, markdown) from a database")
     p.add_argument("--db", required=True, help="the results database a grid wrote")
     p.add_argument("--out", required=True, help="folder for report.html, report.md, *.tex and figures/")

@@ -8,6 +8,7 @@ files its models and data are read from are hashed into the grid's identity.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tomllib
@@ -17,17 +18,18 @@ from typing import Any
 
 from harness.errors import ConfigError, HarnessError, PluginError
 from harness.fingerprint import contents
-from harness.interfaces import Role
+from harness.interfaces import AttackSuite, Role
 from harness.precision import Compute, Precision
 from harness.presets import HONEST, PRESETS, Preset
 from harness.registry import Registry, suggest
+from harness.reported import Reported, parse_reported
 from harness.specs import Kind, PluginSpec
 from harness.threat import Norm, ThreatModel
 from harness.values import coerce, integer, label, radius
 
 TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
             "batch_size", "device", "db", "votes", "save_examples", "precision", "channels_last", "compile", "preset",
-            "lipschitz")
+            "lipschitz", "reported")
 DEVICES = ("cpu", "cuda", "auto")
 MAX_VOTES = 1001   # draws are batched together; beyond this a vote costs more than it tells
 
@@ -41,13 +43,21 @@ class Entry:
     params: tuple[tuple[str, Any], ...] = ()
     eps: float | None = None    # attacks only: a radius of their own (ε sweeps); None = the grid's
     contents: tuple[tuple[str, str], ...] = ()   # (file, sha256) of what it reads: models' weights, the data
+    suite: str | None = None    # attacks only: the suite entry it came from
+    ladder: tuple[str, int] | None = None   # attacks only: (the ladder's base label, this rung's budget factor)
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
 
     def as_json(self) -> dict[str, Any]:
-        return {"plugin": self.plugin, "label": self.label, "params": dict(self.params), "eps": self.eps,
-                "contents": dict(self.contents)}
+        out = {"plugin": self.plugin, "label": self.label, "params": dict(self.params), "eps": self.eps,
+               "contents": dict(self.contents)}
+        # only where set: an entry that is neither from a suite nor a rung keeps the identity it always had
+        if self.suite is not None:
+            out["suite"] = self.suite
+        if self.ladder is not None:
+            out["ladder"] = list(self.ladder)
+        return out
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class GridConfig:
     compute: Compute = Compute()
     preset: Preset = HONEST
     lipschitz: bool = False    # record the local-Lipschitz gap of every flipped example (Figure 2b); costs gradients
+    reported: Reported | None = field(default=None, compare=False)   # a paper's numbers; recorded, not identity
     text: str = field(default="", compare=False)
 
     def _shared_identity(self) -> dict[str, Any]:
@@ -152,8 +163,8 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: 
     eps = None
     if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
         eps = preset.radius(radius(raw["eps"], norm, file, f"{key}.eps"))
-    params = _params(spec, {k: v for k, v in raw.items() if k not in ("plugin", "label", "eps") or
-                            (k == "eps" and kind is not Kind.ATTACK)}, file, key)
+    reserved = ("plugin", "label", "eps", "ladder") if kind is Kind.ATTACK else ("plugin", "label")
+    params = _params(spec, {k: v for k, v in raw.items() if k not in reserved}, file, key)
     preset_params = dict(spec.declared("presets", {}).get(preset.name, {}))   # what the entry sets itself wins
     params = tuple(sorted({**preset_params, **dict(params)}.items()))
     entry = Entry(plugin=name, label=shown, params=params, eps=eps)
@@ -200,13 +211,45 @@ def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, nor
                           + ", ".join(registry.names(kind)))
     if not isinstance(items, list) or not items:
         raise ConfigError(file, key, f"expected a non-empty list of {kind.value} tables, got {items!r}")
-    entries = tuple(_entry(item, kind, registry, file, f"{key}[{i}]", norm, preset) for i, item in enumerate(items))
+    entries = tuple(e for i, item in enumerate(items)
+                    for e in _expand(_entry(item, kind, registry, file, f"{key}[{i}]", norm, preset), item, kind, registry,
+                                     file, f"{key}[{i}]"))
     labels = [e.label for e in entries]
     for i, shown in enumerate(labels):
         if shown in labels[:i]:
             raise ConfigError(file, f"{key}[{i}].label", f"two {key} share the label {shown!r}; give each a distinct "
                               "label = \"...\"")
     return entries
+
+
+def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> list[Entry]:
+    """A suite becomes one entry per member; ``ladder = k`` becomes k rungs of doubling budget (1×, 2×, 4×, …)."""
+    if kind is not Kind.ATTACK:
+        return [entry]
+    built = registry.get(kind, entry.plugin).factory(**entry.kwargs())
+    attacks = [(entry.label, built)]
+    if isinstance(built, AttackSuite):
+        attacks = [(f"{entry.label}: {name}", member) for name, member in built.members()]
+    rungs = integer(raw, "ladder", 1, file, 1, 8) if isinstance(raw, dict) else 1
+    out = []
+    for label, attack in attacks:
+        for rung in range(rungs):
+            factor = 2 ** rung
+            try:
+                scaled = attack.scaled(factor) if factor > 1 else attack
+            except HarnessError as exc:
+                raise ConfigError(file, f"{key}.ladder", str(exc)) from None
+            spec = registry.spec_of(kind, type(scaled))
+            out.append(Entry(plugin=spec.name, label=label if factor == 1 else f"{label} ×{factor}",
+                             params=entry.params if scaled is built else _params_of(scaled), eps=entry.eps,
+                             suite=entry.label if isinstance(built, AttackSuite) else None,
+                             ladder=(label, factor) if rungs > 1 else None))
+    return out
+
+
+def _params_of(plugin: Any) -> tuple[tuple[str, Any], ...]:
+    """A built plugin's parameters, as an entry holds them."""
+    return tuple(sorted((f.name, getattr(plugin, f.name)) for f in dataclasses.fields(plugin) if f.init))
 
 
 def _with_role(registry: Registry, kind: Kind, role: Role, file: str, key: str) -> PluginSpec:
@@ -315,14 +358,19 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
         baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
         baselines = (Entry(plugin=baseline.name, label=baseline.name),)
         attacks = baselines + attacks  # clean accuracy, always evaluated
+    every_attack = [a.label for a in attacks]
     attacks = _select(attacks, over.attacks, file, "(--attacks)", keep=baselines)
     if "defenses" in raw:
         defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, norm, preset)
     else:
         reference = _with_role(registry, Kind.DEFENSE, Role.REFERENCE, file, "defenses")
         defenses = (_entry(reference.name, Kind.DEFENSE, registry, file, "defenses", norm, preset),)
+    every_defense = [d.label for d in defenses]
     defenses = _select(defenses, over.defenses, file, "(--defenses)")
-    models = _select(_entries(raw, "models", Kind.MODEL, registry, file, norm, preset), over.models, file, "(--models)")
+    every_model = _entries(raw, "models", Kind.MODEL, registry, file, norm, preset)
+    models = _select(every_model, over.models, file, "(--models)")
+    reported = parse_reported(raw.get("reported"), file, [m.label for m in every_model], every_attack, every_defense,
+                              ([m.label for m in models], [a.label for a in attacks], [d.label for d in defenses]))
     models = tuple(_with_contents(m, registry.get(Kind.MODEL, m.plugin), lambda source: source.source_files())
                    for m in models)
     db = over.db or raw.get("db", "results.sqlite")
@@ -334,5 +382,5 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
         seed=integer(raw, "seed", 0, file, 0), batch_size=integer(raw, "batch_size", 128, file, 1),
         device=_device(raw, file), db=db, votes=_votes(raw, file, preset),
         save_examples=integer(raw, "save_examples", 8, file, 0), compute=_compute(raw, file), preset=preset,
-        lipschitz=_flag(raw, "lipschitz", file), text=text,
+        lipschitz=_flag(raw, "lipschitz", file), reported=reported, text=text,
     )

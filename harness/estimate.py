@@ -93,11 +93,3 @@ def estimate(grid: GridConfig, registry: Registry, calibrations: dict[str, Calib
         left = max(grid.n_examples - done.get(unit.key, 0), 0) / grid.n_examples
         out.append(UnitEstimate(unit, passes, seconds, seconds * left))
     return out
-
-
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -111,6 +111,9 @@ class Attack(Plugin):
     target: Literal["model", "defended"] = param(
         "model", "attack the bare model (transfer, the paper's protocol) or the model wrapped in each defense (adaptive)")
     access: ClassVar[Access] = Access.WHITE_BOX
+    # a standard evaluation that papers report as a model's robustness (AutoAttack): a run measuring the
+    # undefended model clearly above a paper's value for it points at a weaker run or different data
+    benchmark: ClassVar[bool] = False
 
     @property
     def adaptive(self) -> bool:
@@ -134,6 +137,19 @@ class Attack(Plugin):
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
         """Passes per example of :meth:`attack_defended`; overridden together with it."""
         return through_defense(self.passes(threat), defense.passes())
+
+    def scaled(self, factor: int) -> Attack:
+        """This attack with ``factor`` times its budget (a grid's ``ladder`` checks convergence with it)."""
+        raise PluginError(f"{type(self).__name__} has no budget to scale; a ladder needs an attack that declares one")
+
+
+@dataclass(frozen=True)
+class AttackSuite(Attack):
+    """Several attacks behind one grid entry: the grid runs each member as an attack of its own, labelled
+    "<entry label> · <member>", so every member has its rows and the worst case takes them all."""
+
+    def members(self) -> list[tuple[str, Attack]]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -231,7 +247,7 @@ def plugin_facts(obj: Any) -> Mapping[str, Any]:
     """What a built attack or defense declares, as recorded in a run for the reports."""
     facts: dict[str, Any] = {"display_name": obj.shown_name(), "role": obj.role.value}
     if isinstance(obj, Attack):
-        facts.update(access=Access(obj.access).value, adaptive=obj.adaptive)
+        facts.update(access=Access(obj.access).value, adaptive=obj.adaptive, benchmark=obj.benchmark)
     if isinstance(obj, Defense):
         facts.update(randomized=bool(obj.randomized))
     return facts

@@ -36,9 +36,11 @@ class Unit:
         """The unit's place in the grid, which seeds its random draws (with the grid's seed and the batch).
 
         Not the key: runs that differ only in precision, a file's bytes or a plugin's parameters draw the
-        same noise (common random numbers), so that comparing them example by example isolates the change."""
+        same noise (common random numbers), so that comparing them example by example isolates the change.
+        The rungs of a budget ladder share their base entry's stream for the same reason."""
         defenses = [d.label for d in self.defenses] if self.adaptive else []
-        return json.dumps([self.model.label, self.attack.label, defenses, self.repeat])
+        attack = self.attack.ladder[0] if self.attack.ladder else self.attack.label
+        return json.dumps([self.model.label, attack, defenses, self.repeat])
 
 
 def build(registry: Registry, entry: Entry, kind: Kind) -> Any:

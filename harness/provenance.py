@@ -86,7 +86,8 @@ def run_record(grid: GridConfig, registry: Registry, device: torch.device, data:
     from harness.specs import Kind
 
     plugins = {
-        "attacks": [entry_facts(a, build(registry, a, Kind.ATTACK), eps=grid.threat_for(a).eps) for a in grid.attacks],
+        "attacks": [entry_facts(a, build(registry, a, Kind.ATTACK), eps=grid.threat_for(a).eps, suite=a.suite,
+                                ladder=list(a.ladder) if a.ladder else None) for a in grid.attacks],
         "defenses": [entry_facts(d, build(registry, d, Kind.DEFENSE)) for d in grid.defenses],
         "models": [{"label": m.label, "plugin": m.plugin, "params": dict(m.params)} for m in grid.models],
     }
@@ -98,4 +99,5 @@ def run_record(grid: GridConfig, registry: Registry, device: torch.device, data:
         eps=grid.threat.eps, repeats=grid.repeats, votes=grid.votes, preset=grid.preset.name,
         precision=grid.compute.describe(),
         device=device_name(device), harness_version=harness_version(), harness_commit=harness_commit(),
-        versions=json.dumps(package_versions()), started=time.time())
+        versions=json.dumps(package_versions()), started=time.time(),
+        reported=grid.reported.as_json() if grid.reported else None)

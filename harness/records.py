@@ -13,7 +13,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Older versions this one reads as they are and upgrades on the first write: it only added nullable columns
+# (3: runs.reported). Their missing fields read as the dataclass defaults.
+UPGRADES_FROM = (2,)
 APPLICATION_ID = 0x52484152   # "RHAR": robustness-harness results
 
 
@@ -43,6 +46,7 @@ class RunRecord:
     versions: str            # JSON: package → version
     started: float
     ended: float | None = None
+    reported: str | None = None   # JSON (harness.reported.Reported): a paper's numbers for the grid's cells
 
     def entries(self, kind: str) -> list[dict[str, Any]]:
         """The recorded entries of one kind ("attacks", "defenses", "models"), in grid order."""
@@ -183,4 +187,5 @@ def as_row(record: Any) -> dict[str, Any]:
 
 
 def from_row(record: type, row: dict[str, Any]) -> Any:
-    return record(**{f.name: row[f.name] for f in dataclasses.fields(record)})
+    """A record from a stored row; a column an older schema lacks takes the field's default."""
+    return record(**{f.name: row[f.name] for f in dataclasses.fields(record) if f.name in row})

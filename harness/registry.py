@@ -72,6 +72,14 @@ class Registry:
         """The plugins of a kind that declare this role (e.g. the clean baseline, the reference defense)."""
         return [spec for name, spec in sorted(self._specs[kind].items()) if spec.declared("role") == role]
 
+    def spec_of(self, kind: Kind, factory: type) -> PluginSpec:
+        """The registered plugin whose factory is this class (a suite names its members by class, not by name)."""
+        found = [spec for spec in self._specs[kind].values() if spec.factory is factory]
+        if len(found) != 1:
+            raise PluginError(f"{factory.__name__} is registered as {len(found)} {kind.value} plugins; a suite's "
+                              "member must be registered exactly once")
+        return found[0]
+
     def all(self) -> list[PluginSpec]:
         return [spec for kind in Kind for spec in sorted(self._specs[kind].values(), key=lambda s: s.name)]
 

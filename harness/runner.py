@@ -20,9 +20,10 @@ from harness.checks import (ModelState, check_attack_output, check_inputs_untouc
 from harness.config import GridConfig
 from harness.defended import Defended, predict_defended
 from harness.device import synchronize
-from harness.interfaces import AttackOutput, DataSource, LabelledData, LoadedModel
+from harness.interfaces import AttackOutput, DataSource, LabelledData, LoadedModel, Passes
 from harness.observers import ExampleCapture, GradientNorms, LipschitzGaps, Observer
 from harness.plan import Unit, build, plan, unit_cost
+from harness.progress import GridProgress, UnitWork
 from harness.provenance import run_record
 from harness.records import ResultRow, UnitRecord
 from harness.registry import Registry
@@ -44,6 +45,8 @@ class Runner:
         self.grid, self.registry, self.progress, self._store = grid, registry, progress, store
         self.device = resolve_device(grid.device)
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
+        self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
+        self.costs: dict[str, Passes] = {}
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
             ([LipschitzGaps()] if grid.lipschitz else [])
 
@@ -89,7 +92,14 @@ class Runner:
                 defenses=json.dumps([d.label for d in unit.defenses]), repeat=unit.repeat, adaptive=int(unit.adaptive),
                 total=grid.n_examples, forward=cost.forward, backward=cost.backward, updated=time.time()))
         self.store.register_units(records)
+        self.costs = {r.unit_key: Passes(r.forward, r.backward) for r in records}
         return data, units
+
+    def grid_progress(self, units: list[Unit]) -> GridProgress:
+        """The grid's progress bar, starting from what the database already holds."""
+        work = [UnitWork(u.key, self.costs[u.key], self.grid.n_examples,
+                         self.store.unit_state(self.grid.run_id, u.key).done) for u in units]
+        return GridProgress(work, enabled=self.progress, every_s=self.report_every_s)
 
     def run(self) -> str:
         """Evaluate every unfinished unit this process can claim, then wait for (or take over) the units other
@@ -98,6 +108,7 @@ class Runner:
         data, units = self.prepare()
         owner = Owner.here()
         loaded_index, loaded = -1, None
+        progress = self.grid_progress(units)
         with Heartbeat(self.store.path, owner):
             while True:
                 todo = [u for u in units if not self.store.unit_state(grid.run_id, u.key).finished]
@@ -112,25 +123,30 @@ class Runner:
                     if index != loaded_index:
                         loaded_index, loaded = index, self.load_model(index)
                     try:
-                        self.run_unit(unit, loaded, data, owner)
+                        self.run_unit(unit, loaded, data, owner, progress)
                     finally:
                         self.store.release(grid.run_id, unit.key, owner)
                     ran = True
                 if not ran:  # the rest is claimed by live processes: wait, and take over what they leave
                     time.sleep(self.poll_s)
+        progress.close()
         self.store.end_run(grid.run_id)
         return grid.run_id
 
-    def run_unit(self, unit: Unit, loaded: LoadedModel, data: LabelledData, owner: Owner | None = None) -> None:
+    def run_unit(self, unit: Unit, loaded: LoadedModel, data: LabelledData, owner: Owner | None = None,
+                 progress: GridProgress | None = None) -> None:
         grid = self.grid
         state = self.store.unit_state(grid.run_id, unit.key)
         n, started = grid.n_examples, time.perf_counter()
-        bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not self.progress,
-                   leave=False, dynamic_ncols=True)
+        bars = self.progress if progress is None else progress.unit_bars
+        bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not bars,
+                   leave=False, dynamic_ncols=True, position=1)
         for batch in self.batches(unit, loaded, data, state.done, n):
             self.store.commit(grid.run_id, unit.key, batch.records, start=batch.start, stop=batch.stop,
                               total=n, seconds=batch.seconds, owner=owner.id if owner else "")
             bar.update(batch.stop - batch.start)
+            if progress is not None:
+                progress.advance(unit.key, batch.stop - batch.start)
         bar.close()
         message = f"finished {unit.describe()} in {time.perf_counter() - started:.1f}s"
         if self.progress:

@@ -25,8 +25,8 @@ import pandas as pd
 import sqlite_utils
 
 from harness.errors import StoreError
-from harness.records import (APPLICATION_ID, SCHEMA_VERSION, TABLES, ClaimRecord, RunRecord, ShardRecord, UnitRecord,
-                             as_row, columns, from_row)
+from harness.records import (APPLICATION_ID, SCHEMA_VERSION, TABLES, UPGRADES_FROM, ClaimRecord, RunRecord,
+                             ShardRecord, UnitRecord, as_row, columns, from_row)
 
 BUSY_TIMEOUT_S = 120   # how long a writer waits for another process's transaction before giving up
 STALE_CLAIM_S = 120    # a claim whose heartbeat is older than this is taken over (its process is gone)
@@ -146,6 +146,10 @@ class Store:
         if app_id != APPLICATION_ID:
             raise StoreError(f"{self.path} is not a robustness-harness database (it holds tables "
                              f"{', '.join(tables[:5]) or '(none)'}); it is left untouched. Fix: pass another file with --db")
+        if version in UPGRADES_FROM:
+            if not self.readonly:
+                self._upgrade()
+            return
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written with results schema version {version}; this harness reads "
                              f"version {SCHEMA_VERSION}. Fix: re-run the grid into a new file (--db NEW.sqlite), or "
@@ -183,6 +187,18 @@ class Store:
                 self.db[name].create(columns(record), pk=pk if len(pk) > 1 else pk[0], if_not_exists=True)
             self.db["results"].create_index(["run_id", "model", "defense", "repeat"], if_not_exists=True)
             self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _upgrade(self) -> None:
+        """Add the columns the current records have and an older file lacks (every upgrade only adds)."""
+        with self._write():
+            for name, (record, _) in TABLES.items():
+                if name not in self.db.table_names():
+                    continue
+                have = set(self.db[name].columns_dict)
+                for column, kind in columns(record).items():
+                    if column not in have:
+                        self.db[name].add_column(column, kind)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- runs -------------------------------------------------------------------------------

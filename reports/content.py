@@ -15,10 +15,14 @@ import pandas as pd
 from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, cells, worst_columns
 from harness.analytics import flip_counts, reference_defense
 from harness.interfaces import Role
+from harness.pairing import PairedRow
 from harness.records import RunRecord
 from harness.store import Store
+from harness.stats import wilson
+from harness_reports.comparisons import (Convergence, adaptive_gains, convergence, defense_pairs,
+                                         transfer_against_adaptive)
 from harness_reports.naming import COLUMN_NAMES, display_names, with_role
-from harness_reports.stats import wilson
+from harness_reports.reproduction import Reproduction, reproduction
 from harness_reports.warnings import automatic_checks
 
 
@@ -54,6 +58,7 @@ class Table:
     columns: tuple[str, ...]        # display names
     keys: tuple[str, ...]           # attack labels or worst-case keys, as stored
     groups: tuple[Group, ...]
+    unevaluated: tuple[str, ...] = ()   # keys of columns the grid could not fill (no adaptive attack)
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ class Facts:
     device: str
     precision: str
     preset: str                # "honest", or "paper": the released code's settings (harness.presets)
+    adaptive_budgets: tuple[str, ...]   # every attack through a defense, with the budget it ran at
     git_commit: str
     versions: dict[str, str]
     started: float | None
@@ -180,16 +186,21 @@ class ReportContent:
     adaptive: tuple[AdaptiveRow, ...]
     has_adaptive: bool
     flips: tuple[FlipRow, ...]
+    paired: tuple[PairedRow, ...]             # each test-time defense against the reference
+    transfer_adaptive: tuple[PairedRow, ...]  # each defense's transfer worst case against its adaptive one
+    convergence: tuple[Convergence, ...]      # adaptive budget ladders
+    verdicts: tuple[str, ...]                 # what the adaptive evaluation says of each test-time defense
     gaps: tuple[Gaps, ...]
     sweeps: tuple[Sweep, ...]
     heatmaps: tuple[HeatMap, ...]
     examples: tuple[Example, ...]
     warnings: tuple[str, ...]
     missing: tuple[str, ...]       # what a partial or empty run lacks
+    reproduction: Reproduction | None = None   # the paper's reported numbers beside the measured ones
 
 
 def empty_content(reason: str) -> ReportContent:
-    return ReportContent(None, None, None, (), False, (), (), (), (), (), (), (reason,))
+    return ReportContent(None, None, None, (), False, (), (), (), (), (), (), (), (), (), (), (reason,))
 
 
 def _cell(mean: float, std: float, repeats: int, n: int) -> Cell:
@@ -198,7 +209,7 @@ def _cell(mean: float, std: float, repeats: int, n: int) -> Cell:
 
 
 def _table(cells: pd.DataFrame, models: list[str], defenses: list[str], keys: list[str], names: dict[str, str], *,
-           std: bool) -> Table:
+           std: bool, unevaluated: tuple[str, ...] = ()) -> Table:
     lookup = {(r.model, r.defense, r.key): r for r in cells.itertuples()}
     groups = []
     for model in models:
@@ -214,7 +225,7 @@ def _table(cells: pd.DataFrame, models: list[str], defenses: list[str], keys: li
                         if row[j] is not None and round(row[j].mean, 2) == top:
                             row[j] = Cell(**{**row[j].__dict__, "best": True})
         groups.append(Group(model, tuple(Row(names.get(d, d), tuple(row)) for d, row in zip(defenses, built))))
-    return Table(tuple(COLUMN_NAMES.get(k, names.get(k, k)) for k in keys), tuple(keys), tuple(groups))
+    return Table(tuple(COLUMN_NAMES.get(k, names.get(k, k)) for k in keys), tuple(keys), tuple(groups), unevaluated)
 
 
 def _units(store: Store, run_id: str) -> tuple[UnitFact, ...]:
@@ -230,8 +241,16 @@ def _facts(store: Store, run: RunRecord) -> Facts:
         run_id=run.run_id, config_path=run.config_path, config_text=run.config_text, dataset=run.dataset_display,
         dataset_caveat=run.dataset_caveat, n_examples=run.n_examples, norm=run.norm, eps=run.eps,
         repeats=run.repeats, device=run.device, precision=run.precision, preset=run.preset,
+        adaptive_budgets=_budgets(run),
         git_commit=run.harness_commit or "(unknown)", versions=json.loads(run.versions), started=run.started,
         ended=run.ended, units=_units(store, run.run_id))
+
+
+def _budgets(run: RunRecord) -> tuple[str, ...]:
+    """Each attack through a defense, with every parameter it ran with (the adaptive budget actually used)."""
+    return tuple(f"{a['label']} ({a['plugin']}): " + ", ".join(f"{k} = {v}" for k, v in sorted(a["params"].items())
+                                                              if k != "target")
+                 for a in run.entries("attacks") if a.get("adaptive"))
 
 
 def _missing(store: Store, run: RunRecord, units: tuple[UnitFact, ...]) -> list[str]:
@@ -366,6 +385,25 @@ def _examples(store: Store, run: RunRecord, names: dict[str, str], per_kind: int
     return tuple(chosen["FtoT"] + chosen["TtoF"])
 
 
+def _columns(run: RunRecord) -> tuple[list[str], tuple[str, ...]]:
+    """The main table's column keys (the clean baseline, the attacks, the worst cases), and the worst-case
+    columns the grid cannot fill."""
+    worst_sets = worst_columns(run)
+    baselines = with_role(run, "attacks", Role.BASELINE)
+    keys = baselines + [a for a in run.labels("attacks") if a not in baselines] + list(worst_sets)
+    return keys, tuple(k for k, over in worst_sets.items() if over is None)
+
+
+def main_table(store: Store, run: RunRecord) -> Table | None:
+    """The report's main table (accuracy, Wilson interval, best in bold), or None before any result."""
+    table_cells = cells(store, run)
+    if table_cells.empty:
+        return None
+    keys, unevaluated = _columns(run)
+    return _table(table_cells, run.labels("models"), run.labels("defenses"), keys, display_names(run), std=False,
+                  unevaluated=unevaluated)
+
+
 def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     """Everything a report shows, for one run (the latest when ``run_id`` is None)."""
     if not store.runs():
@@ -373,9 +411,8 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     run = store.run(run_id)
     facts = _facts(store, run)
     models, defenses, attacks = run.labels("models"), run.labels("defenses"), run.labels("attacks")
+    keys, unevaluated = _columns(run)
     worst = list(worst_columns(run))
-    baselines = with_role(run, "attacks", Role.BASELINE)
-    keys = baselines + [a for a in attacks if a not in baselines] + worst
     table_cells = cells(store, run)
     missing = _missing(store, run, facts.units)
     if table_cells.empty:
@@ -385,11 +422,21 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     sweeps, heatmaps = _sweeps(table_cells, flips, models, run, worst, names)
     has_adaptive = WORST_ADAPTIVE in worst
     test_time = [d for d in defenses if d not in with_role(run, "defenses", Role.REFERENCE)]
+    empty = table_cells.empty
+    pairs = [] if empty else defense_pairs(store, run, names)
+    transfer_adaptive = [] if empty else transfer_against_adaptive(store, run, names)
+    ladders = [] if empty else convergence(store, run, names)
+    gains = [] if empty else adaptive_gains(store, run, names)
+    reproduced = reproduction(run, table_cells, names)
     return ReportContent(
         facts=facts,
-        main=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=False),
-        std=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=True),
+        main=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=False,
+                                                   unevaluated=unevaluated),
+        std=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=True,
+                                                  unevaluated=unevaluated),
         adaptive=_adaptive_rows(table_cells, models, test_time, names) if has_adaptive else (),
-        has_adaptive=has_adaptive, flips=flips, gaps=_gaps(store, run), sweeps=tuple(sweeps), heatmaps=tuple(heatmaps),
-        examples=_examples(store, run, names),
-        warnings=tuple(automatic_checks(store, run, table_cells, names)), missing=tuple(missing))
+        has_adaptive=has_adaptive, flips=flips, paired=tuple(pairs), transfer_adaptive=tuple(transfer_adaptive),
+        convergence=tuple(ladders), verdicts=tuple(v for _, v in gains), gaps=_gaps(store, run), sweeps=tuple(sweeps),
+        heatmaps=tuple(heatmaps), examples=_examples(store, run, names),
+        warnings=tuple(automatic_checks(store, run, table_cells, names, pairs, ladders, reproduced)),
+        missing=tuple(missing), reproduction=reproduced)

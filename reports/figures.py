@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from harness_reports.comparisons import Convergence  # noqa: E402
 from harness_reports.content import Example, FlipRow, Gaps, HeatMap, ReportContent, Sweep  # noqa: E402
 
 plt.rcParams.update({"svg.hashsalt": "robustness-harness", "font.size": 9, "axes.spines.top": False,
@@ -95,6 +96,20 @@ def gaps_figure(gaps: Gaps) -> Figure:
     return fig
 
 
+def convergence_figure(ladders: list[Convergence], model: str) -> Figure:
+    """The worst case against the adaptive budget (log2), one line per attack and defense."""
+    fig, ax = plt.subplots(figsize=(4.8, 2.8))
+    for i, c in enumerate(ladders):
+        ax.plot(c.factors, c.accuracy, marker="o", color=f"C{i % 10}", label=f"{c.attack} vs {c.defense}",
+                linestyle="-" if c.converged else "--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("adaptive budget (× the entry's)")
+    ax.set_ylabel("worst case (%)")
+    ax.set_title(model)
+    _legend(ax, 7)
+    return fig
+
+
 def sweep_figure(sweep: Sweep) -> Figure:
     """Figure 3: robust accuracy (and FtoT/TtoF where the defense varies) against the swept value."""
     panels = 2 if sweep.ftot else 1
@@ -166,6 +181,10 @@ def render_figures(content: ReportContent, out: Path) -> list[Rendered]:
         rows = [r for r in content.flips if r.model == model]
         rendered.append(_save(flips_figure(rows, model), out, f"flips-{i}",
                               f"FtoT and TtoF counts per attack on {model} (Figure 2a)."))
+    for i, model in enumerate(dict.fromkeys(c.model for c in content.convergence), 1):
+        ladders = [c for c in content.convergence if c.model == model]
+        rendered.append(_save(convergence_figure(ladders, model), out, f"convergence-{i}",
+                              f"Worst case against the adaptive attack's budget on {model}; dashed: not converged."))
     for i, gaps in enumerate(content.gaps, 1):
         rendered.append(_save(gaps_figure(gaps), out, f"lipschitz-{i}",
                               f"Local-Lipschitz gap L(false) − L(true) of the examples a defense flipped on {gaps.model} "

@@ -22,7 +22,7 @@ from harness.store import Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("html", "latex", "markdown")
-LATEX_FILES = ("main", "std", "adaptive", "flips", "facts", "figures")
+LATEX_FILES = ("main", "std", "adaptive", "paired", "flips", "facts", "figures")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   # pdflatex's utf8 input knows none of these

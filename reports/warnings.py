@@ -6,17 +6,17 @@ attack concerned and say what to do about it.
 
 from __future__ import annotations
 
-import itertools
-
 import pandas as pd
 
 from harness.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
 from harness.interfaces import Role
+from harness.pairing import PairedRow
 from harness.records import RunRecord
 from harness.store import Store
 from harness.summary import warnings_for
+from harness_reports.comparisons import Convergence
 from harness_reports.naming import COLUMN_NAMES, with_role
-from harness_reports.stats import examples_needed, separated
+from harness_reports.reproduction import Reproduction, benchmark_above_reported
 
 
 def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[str]:
@@ -53,7 +53,7 @@ def randomized_without_adaptive(store: Store, run: RunRecord) -> list[str]:
         f"SELECT DISTINCT defense FROM results WHERE run_id = ? AND attack IN ({marks}) GROUP BY model, defense, idx "
         "HAVING COUNT(DISTINCT pred) > 1", [run_id, *baselines]).fetchall()}
     return [f"defense {d}: its predictions vary between draws or repeats, and no adaptive attack (with EOT) targets "
-            "it in this grid, so its robust accuracy is unverified. Add [[attacks]] plugin = \"adaptive\"."
+            "it in this grid, so its robust accuracy is unverified. Add [[attacks]] plugin = \"adaptive-suite\"."
             for d in run.labels("defenses") if d in varying and d not in adaptive_defenses]
 
 
@@ -81,32 +81,39 @@ def zero_gradients(store: Store, run_id: str) -> list[str]:
     return notes
 
 
-def too_few_examples(cells: pd.DataFrame, names: dict[str, str]) -> list[str]:
-    """Pairs of defense rows whose worst cases cannot be told apart at 95 % with this many examples."""
-    keys = set(cells.key)
-    column = next((k for k in (WORST_ADAPTIVE, WORST, WORST_TRANSFER) if k in keys), None)
-    if column is None:
-        return []
+def indistinguishable(pairs: list[PairedRow]) -> list[str]:
+    """Defenses whose worst case cannot be told from the reference's on these examples, paired."""
     notes = []
-    for model, group in cells[cells.key == column].groupby("model", sort=False):
-        pairs, n_min = [], None
-        for a, b in itertools.combinations(group.itertuples(), 2):
-            p, q, n = a.mean / 100, b.mean / 100, int(min(a.n, b.n))
-            if p != q and not separated(p, q, n):
-                needed = examples_needed(p, q)
-                n_min = n
-                pairs.append(f"{names.get(a.defense, a.defense)} vs {names.get(b.defense, b.defense)} "
-                             f"({a.mean:.2f} vs {b.mean:.2f}; " + (f"about {needed:,} examples needed)" if needed
-                                                                    else "no feasible number separates them)"))
-        if pairs:
-            notes.append(f"{model}: on {n_min} examples the 95% intervals of {COLUMN_NAMES.get(column, column)} overlap "
-                         f"for {'; '.join(pairs)}. Differences this small are not evidence; use more examples.")
+    worst = {COLUMN_NAMES[WORST_ADAPTIVE], COLUMN_NAMES[WORST], COLUMN_NAMES[WORST_TRANSFER]}
+    shown = next((name for name in (COLUMN_NAMES[WORST_ADAPTIVE], COLUMN_NAMES[WORST], COLUMN_NAMES[WORST_TRANSFER])
+                  if any(p.what == name for p in pairs)), None)
+    for p in pairs:
+        if p.what == shown and p.what in worst and not p.distinguishable:
+            more = (f"about {p.needed:,} examples at the observed discordance would tell them apart" if p.needed
+                    else "no number of examples tells them apart at the observed rates")
+            notes.append(f"{p.model}: {p.first} vs {p.second} under {p.what}: not distinguishable ({p.difference:+.2f} "
+                         f"points, paired 95% interval {p.low:+.2f} to {p.high:+.2f}, {_examples(p.only_first)} right "
+                         f"only under {p.first} and {p.only_second} only under {p.second}); {more}.")
     return notes
 
 
-def automatic_checks(store: Store, run: RunRecord, cells: pd.DataFrame, names: dict[str, str]) -> list[str]:
+def _examples(k: int) -> str:
+    return f"{k} example" if k == 1 else f"{k} examples"
+
+
+def unconverged(ladders: list[Convergence]) -> list[str]:
+    """A budget ladder whose last doubling still lowered the worst case by more than its paired interval allows."""
+    return [f"{c.model} with {c.defense}: {c.attack} is not converged: doubling its budget from {c.last_step.second} to "
+            f"{c.last_step.first} lowered the worst case by {-c.last_step.difference:.2f} points (paired 95% interval "
+            f"{c.last_step.low:+.2f} to {c.last_step.high:+.2f}); raise the budget."
+            for c in ladders if not c.converged]
+
+
+def automatic_checks(store: Store, run: RunRecord, cells: pd.DataFrame, names: dict[str, str],
+                     pairs: list[PairedRow], ladders: list[Convergence], reproduced: Reproduction | None) -> list[str]:
     notes = [w.removeprefix("warning: ") for w in warnings_for(store, run.run_id)]
     if cells.empty:
         return notes
-    return (notes + black_box_beats_white_box(cells, run.entries("attacks")) + randomized_without_adaptive(store, run)
-            + zero_gradients(store, run.run_id) + too_few_examples(cells, names))
+    return (notes + unconverged(ladders) + black_box_beats_white_box(cells, run.entries("attacks"))
+            + randomized_without_adaptive(store, run) + zero_gradients(store, run.run_id) + indistinguishable(pairs)
+            + benchmark_above_reported(reproduced))

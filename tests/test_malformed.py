@@ -45,6 +45,9 @@ steps = 2
 """
 
 
+REPORTED = '[reported]\nsource = "Wu et al., Table 5"\nmeasured_on = "CIFAR-10"\n'
+
+
 class Case:
     """One bad input: how to make it from a working setup (the tmp folder), and what the one line must name."""
 
@@ -311,6 +314,16 @@ CASES = [
     Case("show db a directory", cli("show", "--db", "{tmp}"), "is a directory"),
     Case("show db random bytes", lambda t: (file("x.sqlite", os.urandom(2048))(t), ["show", "--db", str(t / "x.sqlite")])[1],
          "x.sqlite", "not an SQLite database"),
+    # a paper's reported numbers
+    Case("reported model unknown", extra(REPORTED + "[reported.accuracy.robst]\nnone = { pgd = 40.0 }\n"),
+         "key 'reported.accuracy.robst'", "did you mean 'robust'"),
+    Case("reported attack unknown", extra(REPORTED + "[reported.accuracy.robust]\nnone = { pdg = 40.0 }\n"),
+         "key 'reported.accuracy.robust.none.pdg'", "did you mean 'pgd'"),
+    Case("reported accuracy above 100", extra(REPORTED + "[reported.accuracy.robust]\nnone = { pgd = 140 }\n"),
+         "key 'reported.accuracy.robust.none.pgd'", "0 to 100"),
+    Case("reported accuracy as text", extra(REPORTED + '[reported.accuracy.robust]\nnone = { pgd = "40" }\n'),
+         "key 'reported.accuracy.robust.none.pgd'", "0 to 100"),
+    Case("reported without source", extra('[reported]\nmeasured_on = "CIFAR-10"\n'), "key 'reported.source'", "missing"),
 ]
 
 

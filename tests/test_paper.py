@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,34 @@ def test_table5_lists_the_seventeen_models_in_the_papers_order(capsys):
     assert listed == TABLE5_IDS
 
 
+PAPER_TABLES = {"table1.toml": (1, False), "table2.toml": (2, False), "table5.toml": (5, True), "table7.toml": (7, False)}
+
+
+@pytest.mark.parametrize("config", sorted(PAPER_TABLES))
+def test_the_reported_values_are_the_papers_tables_as_printed(config, registry):
+    """Every [reported] cell against the paper's own table, read from its text; every grid model has its rows."""
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location("reported_from_paper", REPO / "scripts" / "reported_from_paper.py")
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool   # dataclasses look their module up while the module runs
+    spec.loader.exec_module(tool)
+    number, by_position = PAPER_TABLES[config]
+    caption, rows = tool.read_table(shared_file("paper/attacking-adversarial-attacks-as-a-defense.md"), number)
+    grid = load_grid(REPO / "configs" / config, registry)
+    matched = tool.match(rows, [m.label for m in grid.models], by_position)
+    expected = {(model, row.defense, attack): float(value) for model, block in matched.items() for row in block
+                for attack, value in row.values.items()}
+    got = {(v.model, v.defense, v.attack): v.accuracy for v in grid.reported.values}
+    assert got == expected
+    assert {(m, d) for m, d, _ in got} == {(m.label, d) for m in grid.models for d in ("none", "random", "hedge")}
+    assert all(math.isfinite(v) for v in got.values()) and grid.reported.source == f"Wu et al., Table {number}"
+    wong = {("Wong2020Fast", "none", "pgd"): 47.57, ("Wong2020Fast", "hedge", "worst case"): 49.13}
+    if config == "table5.toml":
+        assert {k: got[k] for k in wong} == wong   # two cells read by eye from the paper's Table 5
+
+
 def test_an_offline_zoo_row_of_table5_runs_end_to_end_to_a_report(tmp_path):
     """Wong2020Fast's RobustBench file in ./models (here: the shared fastat40 weights, same architecture), the
     JPEG copy of CIFAR-10 instead of CIFAR-10, one attack, a few examples: part of the grid, file untouched."""
@@ -71,6 +100,13 @@ def test_an_offline_zoo_row_of_table5_runs_end_to_end_to_a_report(tmp_path):
     rows = Store(tmp_path / "row.sqlite", readonly=True).results(Store(tmp_path / "row.sqlite", readonly=True).run().run_id)
     assert set(rows.attack) == {"clean", "pgd"} and set(rows.defense) == {"none", "random", "hedge"}
     assert (rows.linf <= 0.031 + 1e-6).all() and rows.linf.max() > 0.03   # ε = 0.031 under the paper preset
+    # the reproduction section: Table 5's Wong2020Fast row beside the measured cells, on different data
+    assert "## Reproduction: Wu et al., Table 5 beside this run" in md and "**Different data.**" in md
+    measured = rows[(rows.attack == "pgd") & (rows.defense == "none")].correct.mean() * 100
+    assert f"| Wong2020Fast | − | PGD | 47.57 | {measured:.2f} |" in md
+    assert "| Wong2020Fast | Hedge | Nat-Acc. | 81.76 |" in md
+    assert "Worst Case" not in md.split("## Reproduction")[1].split("\n## ")[0].split("|---|")[1]  # not the paper's
+    assert "Wong2020Fast: " in md and "of 6 reported values lie inside the measured 95% intervals" in md
 
 
 def test_a_grid_can_be_cut_down_from_the_command_line(registry):
@@ -243,7 +279,7 @@ def test_paper_worst_case_is_the_or_of_the_attacks_without_clean(tmp_path, regis
     grid = load_grid(path, registry)
     store = Store(grid.db)
     run_grid(grid, registry, store=store, progress=False)
-    from harness.aggregate import WORST, cells
+    from harness.aggregate import WORST_TRANSFER, cells
 
     table = cells(store, store.run()).set_index(["defense", "key"])["mean"]
     rows = store.results(grid.run_id)
@@ -252,7 +288,7 @@ def test_paper_worst_case_is_the_or_of_the_attacks_without_clean(tmp_path, regis
     without_clean = attacked.groupby(["defense", "idx"]).correct.min().groupby("defense").mean() * 100
     with_clean = rows.groupby(["defense", "idx"]).correct.min().groupby("defense").mean() * 100
     for defense in ("none", "random", "hedge"):
-        assert table[(defense, WORST)] == pytest.approx(without_clean[defense])
+        assert table[(defense, WORST_TRANSFER)] == pytest.approx(without_clean[defense])
     assert (without_clean != with_clean).any()   # on this data the two rules differ: the test can tell them apart
 
 

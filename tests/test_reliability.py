@@ -207,3 +207,23 @@ def test_a_checkpoint_with_code_is_refused_by_every_model_plugin(tmp_path, monke
         with pytest.raises(DataError, match="refused: it is not a plain weights file"):
             plugin.load(torch.device("cpu"))
     assert not Path(MARKER).exists()
+
+
+def test_a_database_of_the_previous_schema_is_read_as_it_is_and_upgraded_only_when_written(tmp_path):
+    """Version 2 lacked runs.reported: show and report read it untouched; a run into it adds the column."""
+    old = tmp_path / "v2.sqlite"
+    shutil.copy(REPO / "tests" / "golden" / "run.sqlite", old)
+    with sqlite3.connect(old) as conn:
+        if "reported" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:
+            conn.execute("ALTER TABLE runs DROP COLUMN reported")
+        conn.execute("PRAGMA user_version = 2")
+    before = old.read_bytes()
+    store = Store(old, readonly=True)
+    assert store.run().reported is None and not store.results(store.run().run_id).empty
+    harness_cli("show", "--db", str(old))
+    assert old.read_bytes() == before                              # reading never upgrades
+    Store(old)                                                      # a writer adds what version 3 has
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert "reported" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    assert Store(old, readonly=True).run().run_id == store.run().run_id

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,7 +24,8 @@ from harness.aggregate import cells
 from harness_reports.content import build_content
 from harness_reports.warnings import black_box_beats_white_box, zero_gradients
 from harness_reports.render import latex_escape, write_report
-from harness_reports.stats import examples_needed, separated, wilson
+from harness_reports.naming import display_names
+from harness.stats import Paired, mcnemar_exact, newcombe_paired, wilson
 
 GOLDEN = Path(__file__).parent / "golden"
 # CI installs pdflatex and chromium and sets this, so a missing tool fails there instead of skipping
@@ -58,7 +60,7 @@ def report(tmp_path_factory) -> Path:
 
 def test_markdown_and_latex_match_the_golden_files_byte_for_byte(report):
     expected = sorted(p.name for p in (GOLDEN / "expected").iterdir())
-    assert expected == ["adaptive.tex", "facts.tex", "figures.tex", "flips.tex", "main.tex", "report.md", "std.tex"]
+    assert expected == ["adaptive.tex", "facts.tex", "figures.tex", "flips.tex", "main.tex", "paired.tex", "report.md", "std.tex"]
     for name in expected:
         assert (report / name).read_bytes() == (GOLDEN / "expected" / name).read_bytes(), (
             f"{name} differs from tests/golden/expected/{name}; if the change is intended, run "
@@ -267,10 +269,86 @@ def test_wilson_interval_matches_published_values():
     assert wilson(0.0, 20) == pytest.approx((0.0, 0.1611), abs=5e-5)
 
 
-def test_examples_needed_is_the_first_separating_size():
-    n = examples_needed(0.50, 0.55)
-    assert separated(0.50, 0.55, n) and not separated(0.50, 0.55, n - 1)
-    assert examples_needed(0.3, 0.3) is None
+def test_paired_interval_and_mcnemar_match_published_and_independent_values():
+    from scipy.stats import binomtest
+
+    # Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables (2017), ch. 8: complete response
+    # before and after consolidation therapy (Cavo et al., 2012), [[59, 6], [16, 80]]: Newcombe's square-and-add
+    # (method 10) interval −0.0621 (−0.1186 to −0.0046)
+    low, high = newcombe_paired(59, 6, 16, 80)
+    assert (low, high) == pytest.approx((-0.1186, -0.0046), abs=5e-5)
+    assert Paired(161, 59, 6, 16, 80).difference == pytest.approx(-0.0621, abs=5e-5)
+    for b, c in ((6, 16), (0, 5), (7, 7), (1, 30)):
+        assert mcnemar_exact(b, c) == pytest.approx(binomtest(b, b + c).pvalue, rel=1e-12)
+
+
+def _newcombe_10_from_statsmodels(both: int, b: int, c: int, neither: int) -> tuple[float, float]:
+    """Newcombe (1998), method 10, written out from the paper with statsmodels' Wilson limits."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    n = both + b + c + neither
+    p1, p2 = (both + b) / n, (both + c) / n
+    l1, u1 = proportion_confint(both + b, n, alpha=0.05, method="wilson")
+    l2, u2 = proportion_confint(both + c, n, alpha=0.05, method="wilson")
+    margins = (both + b) * (c + neither) * (both + c) * (b + neither)
+    excess = both * neither - b * c
+    corrected = max(abs(excess) - n / 2, 0) * (1 if excess >= 0 else -1)   # continuity-corrected phi
+    phi = corrected / margins ** 0.5 if margins else 0.0
+    delta = ((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2) ** 0.5
+    epsilon = ((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2) ** 0.5
+    return p1 - p2 - delta, p1 - p2 + epsilon
+
+
+def test_the_reports_paired_numbers_equal_an_independent_computation_on_the_golden_run(golden_db):
+    """Every paired row of the committed run against counts taken straight from SQL, scipy's binomial test
+    and the interval rebuilt from statsmodels' Wilson limits; over repeats, the mean and spread of the
+    per-repeat differences, the widest interval and the largest p-value."""
+    from scipy.stats import binomtest
+
+    store = Store(str(golden_db), readonly=True)
+    content = build_content(store)
+    run = store.run()
+    rows = pd.read_sql_query("SELECT attack, defense, repeat, idx, correct FROM results WHERE run_id = ?",
+                             store.db.conn, params=[run.run_id])
+    names = display_names(run)
+    checked = 0
+    for pair in content.paired:
+        attack = next((a for a in run.labels("attacks") if names.get(a, a) == pair.what), None)
+        if attack is None:
+            continue  # a worst-case column: the AND is checked in test_main_table_cells_...
+        defense = next(d for d in run.labels("defenses") if names.get(d, d) == pair.first)
+        reference = next(d for d in run.labels("defenses") if names.get(d, d) == pair.second)
+        diffs, lows, highs, ps = [], [], [], []
+        for repeat in range(run.repeats):
+            sel = rows[(rows.attack == attack) & (rows.repeat == repeat)]
+            a = sel[sel.defense == defense].set_index("idx").correct
+            r = sel[sel.defense == reference].set_index("idx").correct.reindex(a.index)
+            both, b, c = int(((a == 1) & (r == 1)).sum()), int(((a == 1) & (r == 0)).sum()), int(((a == 0) & (r == 1)).sum())
+            neither = len(a) - both - b - c
+            low, high = _newcombe_10_from_statsmodels(both, b, c, neither)
+            diffs.append((b - c) / len(a) * 100)
+            lows.append(low * 100)
+            highs.append(high * 100)
+            ps.append(binomtest(b, b + c).pvalue if b + c else 1.0)
+        assert pair.difference == pytest.approx(np.mean(diffs), abs=1e-9)
+        assert pair.spread == pytest.approx(np.std(diffs, ddof=1), abs=1e-9)
+        assert pair.p_value == pytest.approx(max(ps), rel=1e-9)
+        same_side = all(lo > 0 for lo in lows) or all(hi < 0 for hi in highs)
+        assert pair.low == pytest.approx(min(lows) if same_side else min(min(lows), 0.0), abs=1e-6)
+        assert pair.high == pytest.approx(max(highs) if same_side else max(max(highs), 0.0), abs=1e-6)
+        checked += 1
+    assert checked >= 9   # three defenses × three attacks of the golden grid
+
+
+def test_examples_needed_is_the_first_size_whose_paired_interval_excludes_zero():
+    pair = Paired(50, 30, 3, 5, 12)
+    assert not pair.distinguishable
+    n = pair.examples_needed()
+    assert n is not None and n > 50
+    scaled = lambda m: Paired(m, round(30 * m / 50), round(3 * m / 50), round(5 * m / 50),  # noqa: E731
+                              m - round(30 * m / 50) - round(3 * m / 50) - round(5 * m / 50))
+    assert scaled(n).distinguishable and not scaled(n - 1).distinguishable
+    assert Paired(50, 30, 4, 4, 12).examples_needed() is None   # no difference: nothing to tell apart
 
 
 def test_black_box_beating_white_box_is_flagged():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,11 +259,27 @@ def test_dry_run_prints_units_and_passes(tmp_path):
     assert not (tmp_path / "results.sqlite").exists()
 
 
-def test_show_prints_a_table_one_summary(tmp_path):
+def test_show_prints_the_reports_table_fitted_to_the_terminal_and_the_data_for_scripts(tmp_path):
     attacks = '[[attacks]]\nplugin = "pgd"\nsteps = 3\nstep_size = 0.05\n'
     grid = digits_grid(tmp_path, n=40, repeats=2, attacks=attacks, defenses=THREE_DEFENSES)
     harness_cli("run", "--grid", str(grid), "--quiet")
-    out = harness_cli("show", "--db", str(tmp_path / "results.sqlite")).stdout
-    header = [line for line in out.splitlines() if line.split()[:1] == ["clean"]]
-    assert header and header[0].split() == ["clean", "pgd", "worst", "case"]
-    assert "robust" in out and "hedge" in out and "±" in out
+    db = str(tmp_path / "results.sqlite")
+    wide = harness_cli("show", "--db", db, env={"COLUMNS": "250"}).stdout.splitlines()
+    header = next(line for line in wide if "Nat-Acc." in line)
+    assert header.split()[:3] == ["Nat-Acc.", "PGD", "Worst"] and "Worst Case (adaptive)" in header  # paper names
+    rows = [line for line in wide if "±" in line]
+    assert [r.split()[0] for r in rows] == ["robust", "−", "Random", "Hedge"]   # the model once, then its group
+    assert all(re.search(r"\d+\.\d\d ± \d+\.\d\d \(\d+\.\d–\d+\.\d\)", r) for r in rows)  # mean ± std (Wilson)
+    assert sum("not evaluated" in r for r in rows) == 4   # no adaptive attack: never the transfer value there
+    narrow = harness_cli("show", "--db", db, env={"COLUMNS": "90"}).stdout.splitlines()
+    table_lines = narrow[2:narrow.index(next(line for line in narrow if line.startswith("warning")))]
+    assert max(map(len, table_lines)) <= 90 < max(map(len, wide))   # the same table, wrapped into blocks
+    assert sum("Nat-Acc." in line or "Worst Case (adaptive)" in line for line in table_lines) == 2
+    store = Store(db, readonly=True)
+    expected = store.accuracy(store.run().run_id).groupby(["defense", "attack"]).acc.mean() * 100
+    cells = json.loads(harness_cli("show", "--db", db, "--format", "json").stdout)
+    by_name = {"−": "none", "Random": "random", "Hedge": "hedge"}
+    measured = {(by_name[c["defense"]], c["key"]): c["accuracy"] for c in cells if c["key"] in ("clean", "pgd")}
+    assert measured == pytest.approx({k: v for k, v in expected.items()})
+    csv_lines = harness_cli("show", "--db", db, "--format", "csv").stdout.splitlines()
+    assert csv_lines[0].startswith("model,defense,column,key,evaluated,accuracy") and len(csv_lines) == 1 + 3 * 4

@@ -15,6 +15,7 @@ def harness_attacks() -> list[PluginSpec]:
     from harness_plugins.attacks.hedge_attacks import DAABlack, DAAWhite, HedgeAware, ReverseHedge
     from harness_plugins.attacks.pgd import CW, PGD
     from harness_plugins.attacks.rays import RayS
+    from harness_plugins.attacks.suite import AdaptiveSuite, BPDAPGD
     from harness_plugins.attacks.torchattacks_bridge import TorchAttacks
 
     table = [
@@ -22,5 +23,6 @@ def harness_attacks() -> list[PluginSpec]:
         (APGDTargeted, "apgd-t"), (FABTargeted, "fab-t"), (Square, "square"), (RayS, "rays"),
         (AutoAttackEnsemble, "autoattack"), (TorchAttacks, "torchattacks"), (ReverseHedge, "reverse-hedge"),
         (HedgeAware, "hedge-aware"), (DAAWhite, "daa-white"), (DAABlack, "daa-black"), (Adaptive, "adaptive"),
+        (BPDAPGD, "bpda-pgd"), (AdaptiveSuite, "adaptive-suite"),
     ]
     return [spec_from_dataclass(cls, name=name, kind=Kind.ATTACK) for cls, name in table]

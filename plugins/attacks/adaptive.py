@@ -1,34 +1,50 @@
-"""The adaptive evaluation of test-time defenses (Croce et al., ICML 2022)."""
+"""The adaptive evaluation of test-time defenses (Croce et al., ICML 2022): APGD through model + defense."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from harness.defended import Defended
-from harness.interfaces import Attack, Defense, Passes, through_defense
+from harness.interfaces import Attack, DefendedModel, Defense, Passes, through_defense
 from harness.specs import param
 from harness.threat import ThreatModel
 from harness_plugins.attacks.autoattack_bridge import APGDTargeted
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
+def double_in_turn(plugin: Attack, factor: int, axes: tuple[str, ...]) -> Attack:
+    """The plugin with its budget multiplied by ``factor`` (a power of 2): each doubling goes to the next of
+    ``axes`` in turn (e.g. iterations, then EOT draws, then the defense's steps inside the attack)."""
+    changes = {a: getattr(plugin, a) for a in axes}
+    for i in range(max(factor, 1).bit_length() - 1):
+        axis = axes[i % len(axes)]
+        if changes[axis] is not None:
+            changes[axis] *= 2
+    return dataclasses.replace(plugin, **changes)
+
+
 @dataclass(frozen=True)
 class Adaptive(Attack):
-    r"""APGD on the targeted DLR loss through model + defense: BPDA (or the full gradient) and EOT.
+    r"""APGD through model + defense: BPDA (or the full gradient) and EOT; the targeted DLR loss or cross-entropy.
 
     Paper: Croce et al., "Evaluating the Adversarial Robustness of Adaptive Test-time Defenses",
-    ICML 2022. Norm: L∞ and L2. Library: pyautoattack's ``APGDAttack_targeted``.
+    ICML 2022. Norm: L∞ and L2. Library: pyautoattack's ``APGDAttack_targeted`` / ``APGDAttack``.
 
     It attacks the defended model end to end (``target = "defended"``): the runner hands it the
-    model wrapped in each defense of the grid, one unit per defense.
+    model wrapped in each defense of the grid, one unit per defense. Against the bare model
+    (target = "model") it is plain APGD with these settings.
 
     Arguments:
-        n_iter (int): APGD iterations per target class. Default: 50.
-        n_target_classes (int): the 2nd … (k+1)-th most likely classes. Default: 5.
+        loss ("dlr-targeted" | "ce"): APGD-T on the targeted DLR loss, the 2nd … (k+1)-th most likely
+            classes in turn (Croce et al.'s attack on Hedge); or untargeted APGD on cross-entropy.
+            Default: "dlr-targeted".
+        n_iter (int): APGD iterations per target class (per restart for "ce"). Default: 50.
+        n_target_classes (int): for "dlr-targeted". Default: 5.
         n_restarts (int): Default: 1.
         eot (int): gradients averaged over this many draws of the defense's randomness. Default: 3, as
             Croce et al. (a deterministic defense is attacked with one).
@@ -39,24 +55,27 @@ class Adaptive(Attack):
             inside the attack, for cost, as Croce et al. cut Hedge to 5; the candidates are scored, and the
             final evaluation made, with the grid's defense. None: all of its steps. Default: 5.
         success ("vote" | "single-draw"): how the attack decides, against a random defense, that an
-            example is broken and may be dropped from the remaining target classes. "vote": the
-            majority over the grid's ``votes`` draws of the grid's defense, as the runner scores it,
-            and target classes ranked by the draws' mean softmax. "single-draw": pyautoattack's own
-            loop, which drops an example after one lucky draw (kept to show the difference).
-            Default: "vote".
+            example is broken and may be dropped from the remaining runs. "vote": the majority over the
+            grid's ``votes`` draws of the grid's defense, as the runner scores it, and target classes
+            ranked by the draws' mean softmax. "single-draw": pyautoattack's own loop, which drops an
+            example after one lucky draw (kept to show the difference). Default: "vote".
+
+    A ladder (``ladder = k`` in its grid entry) doubles, in turn, the iterations, the EOT draws and the
+    defense's steps inside the attack.
 
     Example grid entry::
 
         [[attacks]]
         plugin = "adaptive"
-        eot = 4
+        eot = 3
     """
 
     display_name: ClassVar[str] = "Adaptive"
 
     target: Literal["model", "defended"] = param("defended", "attack model + defense end to end")
-    n_iter: int = param(50, "APGD iterations per target class", minimum=1)
-    n_target_classes: int = param(5, "target classes: the 2nd to (k+1)-th most likely", minimum=1)
+    loss: Literal["dlr-targeted", "ce"] = param("dlr-targeted", "APGD-T on the targeted DLR loss, or APGD on CE")
+    n_iter: int = param(50, "APGD iterations per target class (per restart for 'ce')", minimum=1)
+    n_target_classes: int = param(5, "target classes: the 2nd to (k+1)-th most likely ('dlr-targeted')", minimum=1)
     n_restarts: int = param(1, "restarts", minimum=1)
     eot: int = param(3, "gradients averaged over draws of the defense's randomness (Croce et al.: 3)", minimum=1)
     gradient: Literal["bpda", "full"] = param("bpda", "BPDA (identity backward) or the full unrolled gradient")
@@ -64,78 +83,98 @@ class Adaptive(Attack):
                                                  "None: all of them", minimum=0)
     success: Literal["vote", "single-draw"] = param("vote", "success check on random defenses: majority vote or one draw")
 
-    def _apgd(self, randomized: bool) -> APGDTargeted:
-        return APGDTargeted(n_iter=self.n_iter, n_target_classes=self.n_target_classes, n_restarts=self.n_restarts,
-                            eot_iter=self.eot if randomized else 1)
+    def _library(self, model: nn.Module, threat: ThreatModel, seed: int, device: torch.device, randomized: bool):
+        eot = self.eot if randomized else 1
+        if self.loss == "dlr-targeted":
+            return APGDTargeted(n_iter=self.n_iter, n_target_classes=self.n_target_classes, n_restarts=self.n_restarts,
+                                eot_iter=eot).library_attack(model, threat, seed, device)
+        from pyautoattack.autopgd_base import APGDAttack
+
+        return APGDAttack(model, n_iter=self.n_iter, norm=threat.norm.value, n_restarts=self.n_restarts, eps=threat.eps,
+                          seed=seed, loss="ce", eot_iter=eot, rho=0.75, device=device,
+                          logger=logging.getLogger("harness.apgd"))
+
+    def _perturb(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, generator: torch.Generator,
+                 randomized: bool) -> Tensor:
+        seed = seed_from(generator)
+        attack = self._library(model, threat, seed, x.device, randomized)
+        with isolated_rng(seed, x.device):
+            return attack.perturb(x, y).detach()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
-        """Against the bare model (target = "model"): plain APGD-DLR-T with these settings."""
-        return self._apgd(randomized=False)(model, x, y, threat, generator=generator)
+        """Against the bare model (target = "model"): plain APGD with these settings."""
+        return self._perturb(model, x, y, threat, generator, randomized=False)
 
-    def attack_defended(self, defended: Defended, x: Tensor, y: Tensor, threat: ThreatModel, *,
+    def attack_defended(self, defended: DefendedModel, x: Tensor, y: Tensor, threat: ThreatModel, *,
                         generator: torch.Generator) -> Tensor:
         attacked = defended.with_defense(defended.defense.for_attack(self.defense_steps_in_attack), self.gradient)
         randomized = defended.defense.randomized
-        apgd = self._apgd(randomized)
         if randomized and self.success == "vote":
-            return vote_checked_apgd_t(apgd, attacked, defended, x, y, threat, generator=generator)
-        return apgd(attacked, x, y, threat, generator=generator)
+            return self._vote_checked(attacked, defended, x, y, threat, generator)
+        return self._perturb(attacked, x, y, threat, generator, randomized)
+
+    def _vote_checked(self, attacked: nn.Module, scorer: DefendedModel, x: Tensor, y: Tensor, threat: ThreatModel,
+                      generator: torch.Generator) -> Tensor:
+        """pyautoattack's loop over targets and restarts, with success decided by the scorer's majority vote.
+
+        The library marks an example broken, and stops attacking it, as soon as one random draw of the
+        defense misclassifies it; the runner's majority vote may then still call it correct, so the
+        attack gave up on an example it had not broken. Here each run's two candidates (the last point a
+        draw misclassified, and the highest-loss point) are scored as the runner scores them, and only a
+        majority-vote success removes an example. An example never broken gets the candidate that most
+        draws got wrong, a better bet for the final scoring than the clean input."""
+        seed = seed_from(generator)
+        attack = self._library(attacked, threat, seed, x.device, randomized=True)  # our loop runs its restarts
+        targets = range(2, self.n_target_classes + 2) if self.loss == "dlr-targeted" else [None]
+        adv = x.clone()
+        with isolated_rng(seed, x.device):
+            attack.init_hyperparam(x)
+            clean = scorer.predict(x)
+            robust = clean.pred == y
+            wrong_share = wrong_draws(clean, y)
+            ranking = clean.probabilities.sort(dim=1).indices  # targets: the 2nd … most likely, over the draws
+            for target in targets:
+                for _ in range(self.n_restarts):
+                    todo = robust.nonzero().flatten()
+                    if not len(todo):
+                        break
+                    if target is not None:
+                        attack.y_target = ranking[todo, -target]
+                    best, single_draw_correct, _, last_fooling = attack.attack_single_run(x[todo], y[todo])
+                    everything = torch.ones_like(single_draw_correct, dtype=torch.bool)
+                    for candidate, worth_scoring in ((last_fooling, single_draw_correct == 0), (best, everything)):
+                        mask = worth_scoring & robust[todo]
+                        if not mask.any():
+                            continue
+                        chosen, index = candidate[mask].detach(), todo[mask]
+                        scored = scorer.predict(chosen)
+                        broken, share = scored.pred != y[index], wrong_draws(scored, y[index])
+                        keep = broken | (share > wrong_share[index])  # else the point most draws got wrong so far
+                        adv[index[keep]], wrong_share[index[keep]] = chosen[keep], share[keep]
+                        robust[index[broken]] = False
+        return adv
+
+    def _runs(self) -> int:
+        return self.n_restarts * (self.n_target_classes if self.loss == "dlr-targeted" else 1)
 
     def passes(self, threat: ThreatModel) -> Passes:
-        return self._apgd(randomized=False).passes(threat)
+        k = self.n_iter * self._runs()
+        return Passes(k + 1, k)
 
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
-        """APGD-T through the in-attack copy of the defense, EOT draws included, plus (random defenses, vote
-        mode) the scored checks of its candidates: the clean check, then two candidates per target and restart."""
+        """APGD through the in-attack copy of the defense, EOT draws included, plus (random defenses, vote
+        mode) the scored checks of its candidates: the clean check, then two candidates per run."""
         randomized = defense.randomized
-        attack = through_defense(self._apgd(randomized).passes(threat),
-                                 defense.for_attack(self.defense_steps_in_attack).passes())
+        k = self.n_iter * self._runs() * (self.eot if randomized else 1)
+        attack = through_defense(Passes(k + 1, k), defense.for_attack(self.defense_steps_in_attack).passes())
         if not randomized or self.success != "vote":
             return attack
-        checks = 1 + 2 * self.n_target_classes * self.n_restarts
+        checks = 1 + 2 * self._runs()
         return attack + (defense.passes() + Passes(1, 0)) * (defense.draws(votes) * checks)
 
-
-def vote_checked_apgd_t(apgd: APGDTargeted, attacked: nn.Module, scorer: Defended, x: Tensor, y: Tensor,
-                        threat: ThreatModel, *, generator: torch.Generator) -> Tensor:
-    """pyautoattack's APGD-T target loop, with success decided by the scorer's majority vote.
-
-    The library marks an example broken, and stops attacking it, as soon as one random draw of the
-    defense misclassifies it; the runner's majority vote may then still call it correct, so the
-    attack gave up on an example it had not broken. Here each target class's two candidates (the
-    last point a draw misclassified, and the highest-loss point) are scored like the runner scores
-    them, and only a majority-vote success removes an example. An example never broken gets the
-    candidate that most draws got wrong, a better bet for the final scoring than the clean input.
-    """
-    seed = seed_from(generator)
-    attack = apgd.library_attack(attacked, threat, seed, x.device)  # its restarts are our loop's, not perturb's
-    adv = x.clone()
-    with isolated_rng(seed, x.device):
-        attack.init_hyperparam(x)
-        clean = scorer.predict(x)
-        robust = clean.pred == y
-        wrong_share = wrong_draws(clean, y)
-        ranking = clean.probabilities.sort(dim=1).indices  # targets: the 2nd … most likely, averaged over draws
-        for target in range(2, apgd.n_target_classes + 2):
-            for _ in range(apgd.n_restarts):
-                todo = robust.nonzero().flatten()
-                if not len(todo):
-                    break
-                attack.y_target = ranking[todo, -target]
-                best, single_draw_correct, _, last_fooling = attack.attack_single_run(x[todo], y[todo])
-                everything = torch.ones_like(single_draw_correct, dtype=torch.bool)
-                for candidate, worth_scoring in ((last_fooling, single_draw_correct == 0), (best, everything)):
-                    mask = worth_scoring & robust[todo]
-                    if not mask.any():
-                        continue
-                    chosen, index = candidate[mask].detach(), todo[mask]
-                    scored = scorer.predict(chosen)
-                    broken, share = scored.pred != y[index], wrong_draws(scored, y[index])
-                    keep = broken | (share > wrong_share[index])  # else the point most draws got wrong so far
-                    adv[index[keep]], wrong_share[index[keep]] = chosen[keep], share[keep]
-                    robust[index[broken]] = False
-    return adv
+    def scaled(self, factor: int) -> Adaptive:
+        return double_in_turn(self, factor, ("n_iter", "eot", "defense_steps_in_attack"))
 
 
 def wrong_draws(predictions, y: Tensor) -> Tensor:

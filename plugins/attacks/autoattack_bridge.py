@@ -231,6 +231,7 @@ class AutoAttackEnsemble(Attack):
     """
 
     display_name: ClassVar[str] = "AutoAttack"
+    benchmark: ClassVar[bool] = True
 
     version: Literal["standard", "plus", "rand"] = param("standard", "AutoAttack's preset")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -124,6 +125,9 @@ class HedgeAware(Attack):
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
         inside = defense.passes()
         return Passes(self.steps * (inside.forward + 1), self.steps * (inside.backward + 1))
+
+    def scaled(self, factor: int) -> HedgeAware:
+        return dataclasses.replace(self, steps=self.steps * factor)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,57 @@
+"""The grid-level progress: weighed by the cost model, resumed from the database, plain lines off a terminal."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from conftest import digits_grid, harness_cli
+from harness.interfaces import Passes
+from harness.progress import GridProgress, UnitWork
+
+
+def _plain(units: list[UnitWork]) -> tuple[GridProgress, io.StringIO]:
+    stream = io.StringIO()   # not a terminal
+    return GridProgress(units, stream=stream, every_s=0.0), stream
+
+
+def _shares(text: str) -> list[int]:
+    return [int(m) for m in re.findall(r"grid: (\d+)% of the work done", text)]
+
+
+def test_the_grid_is_weighed_by_each_units_passes_not_by_unit_count():
+    clean = UnitWork("clean", Passes(forward=100, backward=0), examples=100, done=0)
+    pgd = UnitWork("pgd", Passes(forward=1000, backward=1000), examples=100, done=0)   # 30x the clean unit's work
+    progress, stream = _plain([clean, pgd])
+    progress.advance("clean", 100)
+    assert _shares(stream.getvalue()) == [0, 3]        # one of two units, but 100 of 3,100 weighed passes
+    assert "1/2 units" in stream.getvalue().splitlines()[-1]
+    progress.advance("pgd", 50)
+    progress.close()
+    assert _shares(stream.getvalue())[-1] == 52 and "1/2 units" in stream.getvalue().splitlines()[-1]
+
+
+def test_a_resumed_grid_starts_from_what_is_done_and_its_eta_counts_only_this_processs_rate():
+    units = [UnitWork("a", Passes(100, 100), 100, done=100), UnitWork("b", Passes(100, 100), 100, done=50)]
+    progress, stream = _plain(units)
+    assert _shares(stream.getvalue()) == [75] and "1/2 units" in stream.getvalue()
+    assert progress.eta_s() is None and "ETA unknown" in stream.getvalue()   # nothing measured yet here
+    progress.advance("b", 25)
+    eta = progress.eta_s()
+    assert eta is not None and eta > 0
+    elapsed = progress.last_line - progress.started
+    # 25 of the remaining 50 examples took `elapsed`: the other 25 take about as long again
+    assert abs(eta - elapsed) <= max(elapsed, 1e-3)
+
+
+def test_a_run_off_a_terminal_prints_plain_progress_lines_and_a_rerun_starts_done(tmp_path):
+    attacks = '[[attacks]]\nplugin = "pgd"\nsteps = 3\nstep_size = 0.05\n'
+    grid = digits_grid(tmp_path, n=40, attacks=attacks)
+    first = harness_cli("run", "--grid", str(grid))          # captured: stderr is not a terminal
+    lines = [line for line in first.stderr.splitlines() if line.startswith("grid:")]
+    assert _shares("\n".join(lines))[0] == 0 and _shares(lines[-1]) == [100]
+    assert "\r" not in first.stderr                            # no bar redrawn into a log
+    again = harness_cli("run", "--grid", str(grid))
+    resumed = [line for line in again.stderr.splitlines() if line.startswith("grid:")]
+    assert _shares(resumed[0]) == [100] and "2/2 units" in resumed[0]
+    assert harness_cli("run", "--grid", str(grid), "--quiet").stderr.count("grid:") == 0
