@@ -174,7 +174,7 @@ def _print_summary(store, run_id, form: str = "text") -> None:
     if form != "text":
         data = records(table) if table is not None else None
         if data is not None:
-            print(data.to_csv(index=False) if form == "csv" else data.to_json(orient="records", indent=1))
+            print(data.to_csv(index=False).rstrip("\n") if form == "csv" else data.to_json(orient="records", indent=1))
         return
     print(f"run {run.run_id} — {run.dataset_display}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
           f"repeats={run.repeats}, preset {run.preset}, device {run.device}")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, per_example, test_time_defenses, worst_columns
+from harness.aggregate import (WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, per_example, test_time_defenses,
+                               worst_columns)
 from harness.interfaces import Role
 from harness.pairing import PairedRow, compare
 from harness.records import RunRecord
@@ -28,7 +29,7 @@ def defense_pairs(store: Store, run: RunRecord, names: dict[str, str]) -> list[P
     reference = next(iter(with_role(run, "defenses", Role.REFERENCE)), None)
     if reference is None:
         return []
-    columns: dict[str, list[str]] = {a: [a] for a in run.labels("attacks") if a not in _adaptive_labels(run)}
+    columns: dict[str, list[str]] = {a: [a] for a in run.labels("attacks") if a not in adaptive_attacks(run)}
     columns.update({k: v for k, v in worst_columns(run).items() if v is not None})
     rows = []
     for key, attacks in columns.items():
@@ -41,10 +42,6 @@ def defense_pairs(store: Store, run: RunRecord, names: dict[str, str]) -> list[P
                 if row is not None:
                     rows.append(row)
     return rows
-
-
-def _adaptive_labels(run: RunRecord) -> list[str]:
-    return [a["label"] for a in run.entries("attacks") if a.get("adaptive")]
 
 
 def transfer_against_adaptive(store: Store, run: RunRecord, names: dict[str, str]) -> list[PairedRow]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, cells, worst_columns
+from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, cells, worst_columns
 from harness.analytics import flip_counts, reference_defense
 from harness.interfaces import Role
 from harness.pairing import PairedRow
@@ -248,9 +248,10 @@ def _facts(store: Store, run: RunRecord) -> Facts:
 
 def _budgets(run: RunRecord) -> tuple[str, ...]:
     """Each attack through a defense, with every parameter it ran with (the adaptive budget actually used)."""
+    through = set(adaptive_attacks(run))
     return tuple(f"{a['label']} ({a['plugin']}): " + ", ".join(f"{k} = {v}" for k, v in sorted(a["params"].items())
                                                               if k != "target")
-                 for a in run.entries("attacks") if a.get("adaptive"))
+                 for a in run.entries("attacks") if a["label"] in through)
 
 
 def _missing(store: Store, run: RunRecord, units: tuple[UnitFact, ...]) -> list[str]:

@@ -22,7 +22,13 @@ def _run(attack, model, x, y, threat, seed=0):
     return getattr(out, "x_adv", out)
 
 
-@pytest.mark.parametrize("name,make,norm,on_cifar", ATTACKS, ids=[a[0] for a in ATTACKS])
+# AutoAttack's full standard budget (Square at 5,000 queries) is the slowest case by far; the default suite
+# runs the ensemble on real digits in test_attack_parity.py (at most each component, per example)
+DIGITS_CASES = [pytest.param(*a, id=a[0], marks=[pytest.mark.slow] if a[0] == "autoattack-linf" else [])
+                for a in ATTACKS]
+
+
+@pytest.mark.parametrize("name,make,norm,on_cifar", DIGITS_CASES)
 def test_attack_on_digits_models(name, make, norm, on_cifar, digits, digits_robust, digits_standard):
     threat = ThreatModel(Norm(norm), EPS[("digits", norm)])
     n = 20 if name.startswith("autoattack") else 100

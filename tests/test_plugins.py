@@ -65,8 +65,9 @@ def test_third_party_package_is_listed_and_usable_in_a_grid(third_party_site, tm
     assert "fgsm-example" in listing
     assert "[harness-third-party-attack 0.1.0]" in listing
     grid = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "fgsm-example"\n')
-    out = harness_cli("run", "--grid", str(grid), "--quiet", env=env).stdout
-    assert "fgsm-example" in out
+    out = harness_cli("run", "--grid", str(grid), "--quiet", env={**env, "COLUMNS": "250"}).stdout
+    header = next(line for line in out.splitlines() if "Nat-Acc." in line)
+    assert "FGSM" in header.split()   # the table names it as its plugin declares
     import sqlite_utils
 
     db = sqlite_utils.Database(tmp_path / "results.sqlite")

@@ -116,6 +116,7 @@ def test_three_processes_share_a_grid_and_survive_one_killed(tmp_path):
             victim = holders[0]
     assert victim is not None, "no process ever held a unit"
     victim.send_signal(signal.SIGKILL)
+    victim.wait()   # reaped at once, as a shell reaps its killed job (a zombie's pid would still look alive)
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         if proc is not victim:
