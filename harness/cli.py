@@ -164,6 +164,7 @@ def cmd_report(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _print_summary(store, run_id, form: str = "text") -> None:
+    from harness.aggregate import WORST_ADAPTIVE
     from harness.presets import PRESETS
     from harness.summary import warnings_for
     from harness_reports.content import main_table
@@ -182,8 +183,9 @@ def _print_summary(store, run_id, form: str = "text") -> None:
         print("no results yet")
         return
     rule = "clean included" if PRESETS[run.preset].worst_case_baseline else "clean not included (paper preset)"
+    advice = "; report Worst Case (adaptive)" if WORST_ADAPTIVE in table.keys else ""
     print(f"accuracy in % (95% Wilson interval), ± std over repeats; * best per model; worst case = correct under "
-          f"every attack, {rule}; report Worst Case (adaptive)")
+          f"every attack, {rule}{advice}")
     print(fitted(table))
     for note in warnings_for(store, run.run_id):
         print(note)

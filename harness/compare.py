@@ -69,7 +69,8 @@ def _cell_names(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
 def compare_runs(first: tuple[Store, RunRecord], second: tuple[Store, RunRecord]) -> RunComparison:
     """Run A (``first``) against run B, on the cells and examples they share."""
     a, b = _rows(first[0], first[1].run_id), _rows(second[0], second[1].run_id)
-    shared = _cell_names(a) & _cell_names(b)
+    in_a, in_b = _cell_names(a), _cell_names(b)
+    shared = in_a & in_b
     place = {kind: {label: i for i, label in enumerate(first[1].labels(kind))} for kind in ("models", "attacks", "defenses")}
     order = sorted(shared, key=lambda c: (place["models"][c[0]], place["attacks"][c[1]], place["defenses"][c[2]]))
     cells, unmatched_a, unmatched_b = [], 0, 0
@@ -85,8 +86,8 @@ def compare_runs(first: tuple[Store, RunRecord], second: tuple[Store, RunRecord]
             cells.append(CellComparison(model, attack, defense, row, changed))
     name = " × ".join
     return RunComparison(first[1], second[1], tuple(cells),
-                         tuple(sorted(name(c) for c in _cell_names(a) - shared)),
-                         tuple(sorted(name(c) for c in _cell_names(b) - shared)), unmatched_a, unmatched_b)
+                         tuple(sorted(name(c) for c in in_a - shared)),
+                         tuple(sorted(name(c) for c in in_b - shared)), unmatched_a, unmatched_b)
 
 
 def sides(stores: list[tuple[Store, str | None]]) -> tuple[tuple[Store, RunRecord], tuple[Store, RunRecord]]:

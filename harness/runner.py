@@ -46,7 +46,6 @@ class Runner:
         self.device = resolve_device(grid.device)
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
-        self.costs: dict[str, Passes] = {}
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
             ([LipschitzGaps()] if grid.lipschitz else [])
 
@@ -92,13 +91,13 @@ class Runner:
                 defenses=json.dumps([d.label for d in unit.defenses]), repeat=unit.repeat, adaptive=int(unit.adaptive),
                 total=grid.n_examples, forward=cost.forward, backward=cost.backward, updated=time.time()))
         self.store.register_units(records)
-        self.costs = {r.unit_key: Passes(r.forward, r.backward) for r in records}
         return data, units
 
     def grid_progress(self, units: list[Unit]) -> GridProgress:
-        """The grid's progress bar, starting from what the database already holds."""
-        work = [UnitWork(u.key, self.costs[u.key], self.grid.n_examples,
-                         self.store.unit_state(self.grid.run_id, u.key).done) for u in units]
+        """The grid's progress bar, from the units as recorded: their cost and what is already done."""
+        recorded = self.store.units(self.grid.run_id).set_index("unit_key")
+        work = [UnitWork(u.key, Passes(row.forward, row.backward), int(row.total), int(row.done))
+                for u in units for row in [recorded.loc[u.key]]]
         return GridProgress(work, enabled=self.progress, every_s=self.report_every_s)
 
     def run(self) -> str:
