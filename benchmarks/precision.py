@@ -25,8 +25,9 @@ from harness.compare import compare_runs  # noqa: E402
 from harness.config import Overrides, load_grid  # noqa: E402
 from harness.precision import Compute, Precision  # noqa: E402
 from harness.registry import Registry  # noqa: E402
-from harness.runner import resolve_device, run_grid  # noqa: E402
+from harness.runner import run_grid  # noqa: E402
 from harness.store import Store  # noqa: E402
+import torch  # noqa: E402
 
 BAR = 0.5  # percentage points
 
@@ -60,7 +61,7 @@ def main() -> None:
             print(f"fp32 (A) against {name} (B), example by example:\n{result.table().to_string()}")
             gaps[name] = max(abs(c.paired.difference) for c in result.cells)
             changed[name] = max(c.changed for c in result.cells)
-    device = resolve_device(grid.device)
+    device = torch.device(grid.device_kind)
     for name, gap in gaps.items():
         print(f"{name}: largest gap to fp32 {gap:.2f} points ({'within' if gap <= BAR else 'OUTSIDE'} the {BAR}-point bar)")
     path = write("precision", device, {"grid": args.grid, "n_examples": grid.n_examples, "accuracy": accuracies,

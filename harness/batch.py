@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from harness.config import Entry
-from harness.interfaces import Attack, Defense
+from harness.defended import DrawRunner
+from harness.interfaces import Attack, Defense, Passes
 from harness.plan import Unit
-from harness.records import ResultRow
 from harness.seeding import generator_for
 from harness.threat import ThreatModel
 
@@ -29,6 +29,8 @@ class BatchContext:
     start: int
     x: Tensor
     y: Tensor
+    num_classes: int
+    draws: DrawRunner          # runs the defenses' draws, in chunks that fit in memory
 
     def generator(self, *purpose: object) -> torch.Generator:
         """This batch's own random stream for one purpose: a resumed unit draws what an uninterrupted one would."""
@@ -44,7 +46,6 @@ class Batch:
     stop: int
     records: dict[str, list]
     seconds: float
-
-    @property
-    def rows(self) -> list[ResultRow]:
-        return self.records["results"]
+    counted: Passes = Passes(0, 0)      # passes made through the model, in images
+    floor: Passes = Passes(0, 0)        # the passes the attack's loop and the scored draws cannot avoid
+    smallest_chunk: int | None = None   # rows per defense draw, where memory ran out at the batch's size

@@ -23,9 +23,9 @@ def plugin_call(kind: str, label: str, plugin: str) -> Iterator[None]:
     """Run a plugin's code; an exception of its own is reported naming the plugin (with its traceback)."""
     try:
         yield
-    except HarnessError:
+    except (HarnessError, KeyboardInterrupt, GeneratorExit):
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure inside a plugin is that plugin's
+    except BaseException as exc:  # noqa: BLE001 - any failure inside a plugin is that plugin's, SystemExit included
         raise PluginCrash(f"{kind} {label!r} (plugin {plugin!r}) raised {type(exc).__name__}: {exc}", exc) from exc
 
 
@@ -64,34 +64,111 @@ def check_queries(name: str, queries: Tensor | None, n: int) -> None:
         raise AttackOutputError(f"attack {name!r} returned queries that are not non-negative integer counts")
 
 
+_MIX = (0x9E3779B97F4A7C15 - (1 << 64), 0xBF58476D1CE4E5B9 - (1 << 64), 0x94D049BB133111EB - (1 << 64))
+
+
+def checksum(tensor: Tensor) -> Tensor:
+    """A position-sensitive checksum of a tensor's exact bits, on its own device (an int64 scalar).
+
+    Each element's bit pattern is multiplied by a pseudo-random odd weight of its position and the products
+    summed modulo 2**64: changing any bit, or swapping two different elements, changes it (a sum or a sum of
+    squares does not see a swap)."""
+    flat = tensor.detach().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if flat.is_floating_point() or flat.is_complex():
+        flat = flat.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()])
+    with torch.no_grad():
+        return (flat.to(torch.int64) * _position_weights(flat.numel(), flat.device)).sum()
+
+
+_WEIGHTS: dict[tuple[int, torch.device], Tensor] = {}
+
+
+def _position_weights(numel: int, device: torch.device) -> Tensor:
+    """Odd pseudo-random int64 weights of positions 0 … numel−1 (kept: one set per tensor size and device)."""
+    key = (numel, device)
+    if key not in _WEIGHTS:
+        weight = torch.arange(numel, dtype=torch.int64, device=device) * _MIX[0] + _MIX[1]
+        _WEIGHTS[key] = (weight ^ (weight >> 31)) * _MIX[2] | 1
+    return _WEIGHTS[key]
+
+
+def _hooks(module: nn.Module) -> tuple:
+    """The hooks a module carries, and its forward if replaced on the instance or its class."""
+    dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return (tuple(tuple(getattr(module, name, {}).keys()) for name in dicts),
+            module.__dict__.get("forward"), type(module).forward)
+
+
+def _global_hooks() -> tuple:
+    from torch.nn.modules import module as torch_module
+
+    names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+             "_global_backward_pre_hooks")
+    return tuple(tuple(getattr(torch_module, name, {}).keys()) for name in names)
+
+
 @dataclass(frozen=True)
 class ModelState:
-    """What no plugin may change about the model: its mode, its requires_grad flags, its weights and buffers."""
+    """What no plugin may change about the model: the mode of every submodule, the requires_grad flags, the
+    hooks and forward methods, which tensors it holds, and every bit of its weights and buffers."""
 
-    training: bool
+    modes: tuple[tuple[str, bool], ...]
     requires_grad: tuple[bool, ...]
-    fingerprint: Tensor        # per tensor: sum and sum of squares in float64, a cheap check of every value
+    hooks: tuple
+    tensors: tuple[str, ...]
+    fingerprint: Tensor        # per tensor: a position-sensitive checksum of its bits
 
     @staticmethod
     def of(model: nn.Module) -> ModelState:
-        tensors = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        named = [*model.named_parameters(), *model.named_buffers()]
         with torch.no_grad():
-            fingerprint = torch.stack([torch.stack((t.double().sum(), t.double().square().sum())) for t in tensors]) \
-                if tensors else torch.zeros(0)
-        return ModelState(model.training, tuple(p.requires_grad for p in model.parameters()), fingerprint)
+            fingerprint = torch.stack([checksum(t) for _, t in named]).cpu() if named else torch.zeros(0)
+        return ModelState(tuple((name, m.training) for name, m in model.named_modules()),
+                          tuple(p.requires_grad for p in model.parameters()),
+                          (tuple((name, _hooks(m)) for name, m in model.named_modules()), _global_hooks()),
+                          tuple(name for name, _ in named), fingerprint)
 
-    def check(self, name: str, model: nn.Module) -> None:
+    def check(self, name: str, model: nn.Module) -> ModelState:
+        """Raise ``PluginError`` naming the plugin if the model differs from this state; else its state now."""
         after = ModelState.of(model)
-        if after.training != self.training:
-            raise PluginError(f"plugin {name!r} switched the model to {'train' if after.training else 'eval'} mode; "
-                              "plugins must leave the mode as they found it")
+        modes = dict(self.modes)
+        switched = [m for m, training in after.modes if m in modes and modes[m] != training]
+        if switched:
+            where = "the model" if switched[0] == "" else f"the submodule {switched[0]!r}"
+            raise PluginError(f"plugin {name!r} switched {where} to {'train' if dict(after.modes)[switched[0]] else 'eval'}"
+                              " mode; plugins must leave every module's mode as they found it")
+        if after.hooks != self.hooks:
+            raise PluginError(f"plugin {name!r} added, removed or replaced a hook or a forward method of the model "
+                              "(or a global module hook); plugins must leave the model as they found it")
+        if after.tensors != self.tensors:
+            added = sorted(set(after.tensors) - set(self.tensors))
+            removed = sorted(set(self.tensors) - set(after.tensors))
+            raise PluginError(f"plugin {name!r} changed which tensors the model holds (added: {', '.join(added) or '-'}; "
+                              f"removed: {', '.join(removed) or '-'}); plugins must not register parameters or buffers")
         if after.requires_grad != self.requires_grad:
             raise PluginError(f"plugin {name!r} changed requires_grad of the model's parameters; "
                               "take input gradients with torch.autograd.grad instead")
         if not torch.equal(after.fingerprint, self.fingerprint):
-            changed = int((after.fingerprint != self.fingerprint).any(dim=1).sum())
-            raise PluginError(f"plugin {name!r} changed the model's weights or buffers ({changed} tensors); plugins "
-                              "must not modify the model (a train-mode forward pass updates batch-norm statistics)")
+            changed = [t for t, a, b in zip(self.tensors, after.fingerprint, self.fingerprint) if a != b]
+            raise PluginError(f"plugin {name!r} changed the model's weights or buffers ({len(changed)} tensors), first "
+                              f"{changed[0]}; plugins must not modify the model (a train-mode forward pass updates "
+                              "batch-norm statistics)")
+        return after
+
+
+def check_defense_logits(name: str, logits: Tensor, n: int, num_classes: int) -> None:
+    """A defense's prediction: finite logits of shape (N, C), C the dataset's classes."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or tuple(logits.shape) != (n, num_classes):
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise PluginError(f"defense {name!r} returned logits of shape {shape}; expected ({n}, {num_classes}): one row "
+                          "per input and one column per class of the dataset")
+    finite = torch.isfinite(logits).all(dim=1)
+    if not finite.all():
+        bad = int((~finite).nonzero()[0])
+        raise PluginError(f"defense {name!r} returned NaN or infinite logits (first at input {bad}); a prediction "
+                          "from them would be meaningless")
 
 
 def check_inputs_untouched(name: str, given: Tensor, original: Tensor, what: str) -> None:

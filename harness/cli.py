@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -40,18 +42,32 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
 
     if args.n_examples is not None and args.n_examples < 1:
         raise HarnessError(f"--n-examples must be >= 1, got {args.n_examples}")
-    labels = lambda text: tuple(t.strip() for t in (text or "").split(",") if t.strip())  # noqa: E731
+    if args.dry_run and args.estimate:
+        raise HarnessError("--dry-run and --estimate are two different answers; give one of them")
+    if args.executor != "ray" and (args.shard_size is not None or args.ray_address):
+        raise HarnessError("--shard-size and --ray-address apply to --executor ray only")
+    if args.shard_size is not None and args.shard_size < 1:
+        raise HarnessError(f"--shard-size must be >= 1, got {args.shard_size}")
+    if args.threads is not None and args.threads < 1:
+        raise HarnessError(f"--threads must be >= 1, got {args.threads}")
     overrides = Overrides(db=args.db, n_examples=args.n_examples, preset=args.preset, dataset=args.dataset,
-                          models=labels(args.models), attacks=labels(args.attacks), defenses=labels(args.defenses))
+                          models=_labels(args.models, "--models"), attacks=_labels(args.attacks, "--attacks"),
+                          defenses=_labels(args.defenses, "--defenses"), threads=args.threads)
     grid = load_grid(args.grid, registry, overrides=overrides)
+    if args.shard_size is not None and args.shard_size % grid.batch_size and args.shard_size < grid.n_examples:
+        raise HarnessError(f"--shard-size {args.shard_size} must be a multiple of the grid's batch_size "
+                           f"{grid.batch_size}, so that shards draw the same random numbers as one pass over a unit")
+    grid.apply_threads()
     if args.dry_run:
         return _dry_run(grid, registry)
     if args.estimate:
         return _estimate(grid, registry)
+    from harness.plan import plan
     from harness.runner import Runner
 
-    if args.executor != "ray" and (args.shard_size or args.ray_address):
-        raise HarnessError("--shard-size and --ray-address apply to --executor ray only")
+    if not args.quiet:
+        print(f"run {grid.run_id}: {len(plan(grid, registry))} work units on {grid.n_examples} examples of "
+              f"{grid.dataset.label}; loading the data and {len(grid.models)} model(s)", file=sys.stderr, flush=True)
     runner = Runner(grid, registry, progress=not args.quiet)  # opens the database once every check has passed
     if args.executor == "ray":
         from harness.ray_executor import run_with_ray
@@ -59,9 +75,20 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         run_id = run_with_ray(grid, registry, runner=runner, address=args.ray_address, shard_size=args.shard_size)
     else:
         run_id = runner.run()
-    _print_summary(runner.store, run_id)
+    with runner.store as store:   # closing folds SQLite's write-ahead log into the file
+        _print_summary(store, run_id)
     print(f"results in {grid.db}; tables and figures: harness report --db {grid.db} --out DIR")
     return 0
+
+
+def _labels(text: str | None, option: str) -> tuple[str, ...]:
+    """Comma-separated entry labels; given but naming none (``--attacks ","``) is an error, not "all of them"."""
+    if text is None:
+        return ()
+    labels = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not labels:
+        raise HarnessError(f"{option} {text!r} names no label; give comma-separated labels, e.g. {option} pgd,cw")
+    return labels
 
 
 def _dry_run(grid, registry: Registry) -> int:
@@ -100,9 +127,10 @@ def _estimate(grid, registry: Registry) -> int:
         print(f"calibration {label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
               f"forward {cal.forward_s * 1e3:.3f} ms/image, input gradient +{cal.backward_s * 1e3:.3f} ms/image")
     done = {}
-    if store is not None and store.runs():
-        units = store.units(grid.run_id)
-        done = {} if units.empty else dict(zip(units.unit_key, units.done))
+    if store is not None:
+        with store:
+            units = store.units(grid.run_id) if store.runs() else None
+        done = {} if units is None or units.empty else dict(zip(units.unit_key, units.done))
     rows = estimate(grid, registry, calibrations, done)
     for row in rows:
         print(f"  {row.unit.describe():<60} forward {row.passes.forward:>12,.0f}  backward {row.passes.backward:>12,.0f}"
@@ -116,19 +144,34 @@ def _estimate(grid, registry: Registry) -> int:
 def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
     from harness.store import Store
 
-    _print_summary(Store(args.db, readonly=True), args.run, args.format)
+    with Store(args.db, readonly=True) as store:
+        _print_summary(store, args.run, args.format)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.compare import compare_runs, sides
+    from harness.compare import sides
     from harness.store import Store
 
     given = getattr(args, "sides", None) or []
     if not 1 <= len(given) <= 2 or any(db is None for db, _ in given):
         raise HarnessError("compare takes one or two --db (each optionally followed by --run ID), e.g. "
                            "harness compare --db A.sqlite --db B.sqlite")
-    first, second = sides([(Store(db, readonly=True), run) for db, run in given])
+    bound = args.fail_if_differs
+    if bound is not None and not (math.isfinite(bound) and bound >= 0):
+        raise HarnessError(f"--fail-if-differs takes a number of percentage points >= 0, got {bound!r}")
+    stores = [Store(db, readonly=True) for db, _ in given]
+    try:
+        return _compare(args, sides([(store, run) for store, (_, run) in zip(stores, given)]))
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _compare(args: argparse.Namespace, both) -> int:
+    from harness.compare import compare_runs
+
+    first, second = both
     result = compare_runs(first, second)
     for name, (store, run) in zip("AB", (first, second)):
         print(f"{name}: run {run.run_id} in {store.path} — {run.dataset_display}, n={run.n_examples}, preset "
@@ -227,6 +270,8 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--estimate", action="store_true",
                    help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="torch's CPU threads for this run (overrides the grid's threads), "
+                   "e.g. 1 for a long run beside other work")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local (default): this process; ray: one Ray task per unit or shard, one GPU each")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); default: start one")
@@ -260,9 +305,20 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     return top
 
 
+def _announce(argv: list[str]) -> None:
+    """The first line of a run, before the plugins (and torch) are imported: something within a second."""
+    if argv[:1] == ["run"] and "--quiet" not in argv and "--dry-run" not in argv:
+        grid = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--grid"), "the grid")
+        print(f"harness run: loading the plugins and {grid}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # Ctrl-C stops a run cleanly even where the parent left SIGINT ignored (a job started in the background of a
+    # script, a test runner): the one-line message and exit status 130 below, never silence
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        _announce(sys.argv[1:] if argv is None else argv)
         registry = Registry()
         args = parser(registry).parse_args(argv)
         return args.func(args, registry)

@@ -12,14 +12,18 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from harness.code_identity import CodeIdentity
 from harness.errors import ConfigError, HarnessError, PluginError
 from harness.fingerprint import contents
 from harness.interfaces import AttackSuite, Role
 from harness.precision import Compute, Precision
+from harness.records import ROWS_VERSION
 from harness.presets import HONEST, PRESETS, Preset
 from harness.registry import Registry, suggest
 from harness.reported import Reported, parse_reported
@@ -27,11 +31,12 @@ from harness.specs import Kind, PluginSpec
 from harness.threat import Norm, ThreatModel
 from harness.values import coerce, integer, label, radius
 
-TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed",
+TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defenses", "repeats", "seed", "threads",
             "batch_size", "device", "db", "votes", "save_examples", "precision", "channels_last", "compile", "preset",
             "lipschitz", "reported")
 DEVICES = ("cpu", "cuda", "auto")
-MAX_VOTES = 1001   # draws are batched together; beyond this a vote costs more than it tells
+MAX_VOTES = 1001   # beyond this a vote costs more than it tells
+MAX_REPEATS = 1000
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,14 @@ class Entry:
     contents: tuple[tuple[str, str], ...] = ()   # (file, sha256) of what it reads: models' weights, the data
     suite: str | None = None    # attacks only: the suite entry it came from
     ladder: tuple[str, int] | None = None   # attacks only: (the ladder's base label, this rung's budget factor)
+    code: CodeIdentity | None = None    # its plugin's distribution, version and source digest
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
 
     def as_json(self) -> dict[str, Any]:
         out = {"plugin": self.plugin, "label": self.label, "params": dict(self.params), "eps": self.eps,
-               "contents": dict(self.contents)}
+               "contents": dict(self.contents), "code": self.code.as_json() if self.code else None}
         # only where set: an entry that is neither from a suite nor a rung keeps the identity it always had
         if self.suite is not None:
             out["suite"] = self.suite
@@ -72,6 +78,7 @@ class Overrides:
     models: tuple[str, ...] = ()         # keep only the entries with these labels (the clean baseline always stays)
     attacks: tuple[str, ...] = ()
     defenses: tuple[str, ...] = ()
+    threads: int | None = None           # torch's CPU threads: how fast, not what is computed
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,26 @@ class GridConfig:
     lipschitz: bool = False    # record the local-Lipschitz gap of every flipped example (Figure 2b); costs gradients
     reported: Reported | None = field(default=None, compare=False)   # a paper's numbers; recorded, not identity
     text: str = field(default="", compare=False)
+    device_kind: str = "cpu"   # what the rows are computed on: CPU and CUDA draw different random numbers
+    threads: int | None = field(default=None, compare=False)   # torch's CPU threads; None: torch's default
+
+    def apply_threads(self) -> None:
+        """Set torch's CPU thread count for this process (two runs sharing two cores each with two threads slow
+        each other down far more than twice)."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    def __post_init__(self) -> None:
+        self.run_id  # fixed now: nothing a plugin does to the objects it is handed later can move a row
 
     def _shared_identity(self) -> dict[str, Any]:
         """What every unit of the grid shares. A new grid key that changes results belongs here, once."""
         return {"dataset": self.dataset.as_json(), "n": self.n_examples, "norm": self.threat.norm.value,
                 "eps": self.threat.eps, "seed": self.seed, "batch_size": self.batch_size, "votes": self.votes,
-                "compute": self.compute.as_json(), "preset": self.preset.name}
+                "compute": self.compute.as_json(), "preset": self.preset.name, "device": self.device_kind,
+                "rows": ROWS_VERSION}
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's rows (not where they are stored or on which device)."""
@@ -117,7 +138,7 @@ class GridConfig:
         """The threat model an attack entry is generated and checked under."""
         return self.threat if attack.eps is None else ThreatModel(self.threat.norm, attack.eps)
 
-    @property
+    @cached_property
     def run_id(self) -> str:
         return identity_hash(self.identity())[:12]
 
@@ -128,6 +149,8 @@ def identity_hash(identity: dict[str, Any]) -> str:
 
 def _read(path: str | Path) -> tuple[str, dict[str, Any]]:
     file = str(path)
+    if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():  # a FIFO would block forever
+        raise ConfigError(file, "(file)", "not a regular file (a pipe, socket or device); pass the grid's TOML file")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -142,9 +165,12 @@ def _read(path: str | Path) -> tuple[str, dict[str, Any]]:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "(syntax)", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(file, "(syntax)", "arrays or tables are nested too deeply to be a grid") from None
 
 
-def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: Norm, preset: Preset) -> Entry:
+def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, threat: ThreatModel,
+           preset: Preset) -> Entry:
     if isinstance(raw, str):
         raw = {"plugin": raw}
     if not isinstance(raw, dict):
@@ -153,6 +179,9 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: 
         raise ConfigError(file, f"{key}.plugin", "missing; every entry names its plugin",
                           ", ".join(registry.names(kind)))
     name = raw["plugin"]
+    if not isinstance(name, str):
+        raise ConfigError(file, f"{key}.plugin", f"expected a plugin name (a string), got {name!r}",
+                          ", ".join(registry.names(kind)))
     try:
         spec = registry.get(kind, name)
     except PluginError:
@@ -162,20 +191,23 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, norm: 
     shown = label(raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name), file, f"{key}.label")
     eps = None
     if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
-        eps = preset.radius(radius(raw["eps"], norm, file, f"{key}.eps"))
+        eps = preset.radius(radius(raw["eps"], threat.norm, file, f"{key}.eps"))
     reserved = ("plugin", "label", "eps", "ladder") if kind is Kind.ATTACK else ("plugin", "label")
     params = _params(spec, {k: v for k, v in raw.items() if k not in reserved}, file, key)
     preset_params = dict(spec.declared("presets", {}).get(preset.name, {}))   # what the entry sets itself wins
     params = tuple(sorted({**preset_params, **dict(params)}.items()))
-    entry = Entry(plugin=name, label=shown, params=params, eps=eps)
-    _check(spec, entry, file, key)
+    entry = Entry(plugin=name, label=shown, params=params, eps=eps, code=spec.code)
+    _check(spec, entry, file, key, threat if eps is None else ThreatModel(threat.norm, eps))
     return entry
 
 
-def _check(spec: PluginSpec, entry: Entry, file: str, key: str) -> None:
+def _check(spec: PluginSpec, entry: Entry, file: str, key: str, threat: ThreatModel) -> None:
     """Build the plugin with the entry's parameters and run its own checks, before any work starts."""
     try:
-        spec.factory(**entry.kwargs()).check()
+        plugin = spec.factory(**entry.kwargs())
+        plugin.check()
+        if spec.kind is Kind.ATTACK:
+            plugin.check_threat(threat)
     except HarnessError as exc:
         raise ConfigError(file, key, str(exc)) from None
     except (TypeError, ValueError) as exc:
@@ -203,7 +235,7 @@ def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tup
     return tuple(sorted(out))
 
 
-def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, norm: Norm,
+def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, threat: ThreatModel,
              preset: Preset) -> tuple[Entry, ...]:
     items = raw.get(key)
     if items is None:
@@ -212,14 +244,22 @@ def _entries(raw: dict, key: str, kind: Kind, registry: Registry, file: str, nor
     if not isinstance(items, list) or not items:
         raise ConfigError(file, key, f"expected a non-empty list of {kind.value} tables, got {items!r}")
     entries = tuple(e for i, item in enumerate(items)
-                    for e in _expand(_entry(item, kind, registry, file, f"{key}[{i}]", norm, preset), item, kind, registry,
+                    for e in _expand(_entry(item, kind, registry, file, f"{key}[{i}]", threat, preset), item, kind, registry,
                                      file, f"{key}[{i}]"))
-    labels = [e.label for e in entries]
-    for i, shown in enumerate(labels):
-        if shown in labels[:i]:
-            raise ConfigError(file, f"{key}[{i}].label", f"two {key} share the label {shown!r}; give each a distinct "
-                              "label = \"...\"")
+    _distinct(entries, key, file)
     return entries
+
+
+def _distinct(entries: tuple[Entry, ...], key: str, file: str, added: str = "", shift: int = 0) -> None:
+    """Labels key the rows, so no two entries may share one, nor two that Unicode shows alike (NFKC)."""
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        folded = unicodedata.normalize("NFKC", entry.label)
+        if folded in seen:
+            same = "the label" if seen[folded] == entry.label else f"a label that reads as {seen[folded]!r}:"
+            raise ConfigError(file, f"{key}[{i - shift}].label", f"two {key} share {same} {entry.label!r}{added}; give each "
+                              "a distinct label = \"...\"")
+        seen[folded] = entry.label
 
 
 def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, key: str) -> list[Entry]:
@@ -243,7 +283,7 @@ def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, k
             out.append(Entry(plugin=spec.name, label=label if factor == 1 else f"{label} ×{factor}",
                              params=entry.params if scaled is built else _params_of(scaled), eps=entry.eps,
                              suite=entry.label if isinstance(built, AttackSuite) else None,
-                             ladder=(label, factor) if rungs > 1 else None))
+                             ladder=(label, factor) if rungs > 1 else None, code=spec.code))
     return out
 
 
@@ -272,6 +312,13 @@ def _device(raw: dict, file: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(file, "device", "'cuda' was asked for but torch sees no GPU here", "cpu, auto")
     return device
+
+
+def device_kind(device: str) -> str:
+    """What "auto" means on this machine: cuda where torch sees a GPU, else cpu."""
+    import torch
+
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def _flag(raw: dict, key: str, file: str) -> bool:
@@ -309,7 +356,7 @@ def _with_contents(entry: Entry, spec: PluginSpec, files: Any) -> Entry:
 
 def _preset(raw: dict, file: str, override: str | None) -> Preset:
     name = override or raw.get("preset", HONEST.name)
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         key = "preset" if override is None else "(--preset)"
         raise ConfigError(file, key, f"{name!r} is not a preset{suggest(str(name), list(PRESETS))}", ", ".join(PRESETS))
     return PRESETS[name]
@@ -345,42 +392,46 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
     if "dataset" not in raw and over.dataset is None:
         raise ConfigError(file, "dataset", "missing", ", ".join(registry.names(Kind.DATASET)))
     n_examples = over.n_examples or integer(raw, "n_examples", None, file, 1)
-    dataset_raw = over.dataset if over.dataset is not None else raw["dataset"]
-    dataset = _entry(dataset_raw, Kind.DATASET, registry, file, "dataset" if over.dataset is None else "(--dataset)",
-                     norm, preset)
-    dataset = _with_contents(dataset, registry.get(Kind.DATASET, dataset.plugin), lambda d: d.source_files(n_examples))
     if "eps" not in raw:
         raise ConfigError(file, "eps", "missing; the radius of the threat model", "a number >= 0, e.g. \"8/255\"")
-    eps = preset.radius(radius(raw["eps"], norm, file, "eps"))
-    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, norm, preset) if "attacks" in raw else ()
+    threat = ThreatModel(norm, preset.radius(radius(raw["eps"], norm, file, "eps")))
+    dataset_raw = over.dataset if over.dataset is not None else raw["dataset"]
+    dataset = _entry(dataset_raw, Kind.DATASET, registry, file, "dataset" if over.dataset is None else "(--dataset)",
+                     threat, preset)
+    dataset = _with_contents(dataset, registry.get(Kind.DATASET, dataset.plugin), lambda d: d.source_files(n_examples))
+    attacks = _entries(raw, "attacks", Kind.ATTACK, registry, file, threat, preset) if "attacks" in raw else ()
     baselines = tuple(a for a in attacks if registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE)
     if not baselines:
         baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
-        baselines = (Entry(plugin=baseline.name, label=baseline.name),)
+        baselines = (Entry(plugin=baseline.name, label=baseline.name, code=baseline.code),)
         attacks = baselines + attacks  # clean accuracy, always evaluated
+        _distinct(attacks, "attacks", file, added=f" (the clean baseline, {baseline.name!r}, is added to every grid "
+                  "under that label)", shift=1)
     every_attack = [a.label for a in attacks]
     attacks = _select(attacks, over.attacks, file, "(--attacks)", keep=baselines)
     if "defenses" in raw:
-        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, norm, preset)
+        defenses = _entries(raw, "defenses", Kind.DEFENSE, registry, file, threat, preset)
     else:
         reference = _with_role(registry, Kind.DEFENSE, Role.REFERENCE, file, "defenses")
-        defenses = (_entry(reference.name, Kind.DEFENSE, registry, file, "defenses", norm, preset),)
+        defenses = (_entry(reference.name, Kind.DEFENSE, registry, file, "defenses", threat, preset),)
     every_defense = [d.label for d in defenses]
     defenses = _select(defenses, over.defenses, file, "(--defenses)")
-    every_model = _entries(raw, "models", Kind.MODEL, registry, file, norm, preset)
+    every_model = _entries(raw, "models", Kind.MODEL, registry, file, threat, preset)
     models = _select(every_model, over.models, file, "(--models)")
     reported = parse_reported(raw.get("reported"), file, [m.label for m in every_model], every_attack, every_defense,
                               ([m.label for m in models], [a.label for a in attacks], [d.label for d in defenses]))
     models = tuple(_with_contents(m, registry.get(Kind.MODEL, m.plugin), lambda source: source.source_files())
                    for m in models)
+    device = _device(raw, file)
     db = over.db or raw.get("db", "results.sqlite")
     if not isinstance(db, str) or not db:
         raise ConfigError(file, "db", f"expected a file path, got {db!r}", "a path such as \"results/run.sqlite\"")
     return GridConfig(
-        path=file, dataset=dataset, n_examples=n_examples, threat=ThreatModel(norm, eps), models=models,
-        attacks=attacks, defenses=defenses, repeats=integer(raw, "repeats", 1, file, 1),
+        path=file, dataset=dataset, n_examples=n_examples, threat=threat, models=models,
+        attacks=attacks, defenses=defenses, repeats=integer(raw, "repeats", 1, file, 1, MAX_REPEATS),
         seed=integer(raw, "seed", 0, file, 0), batch_size=integer(raw, "batch_size", 128, file, 1),
-        device=_device(raw, file), db=db, votes=_votes(raw, file, preset),
+        device=device, device_kind=device_kind(device), db=db, votes=_votes(raw, file, preset),
         save_examples=integer(raw, "save_examples", 8, file, 0), compute=_compute(raw, file), preset=preset,
         lipschitz=_flag(raw, "lipschitz", file), reported=reported, text=text,
+        threads=over.threads or (integer(raw, "threads", 1, file, 1, 1024) if "threads" in raw else None),
     )

@@ -1,42 +1,168 @@
-"""A model wrapped in a defense, as an nn.Module, so that any attack can target "model + defense"."""
+"""A model wrapped in a defense, as an nn.Module, so that any attack can target "model + defense"; and the
+defended prediction the runner scores: a majority vote over draws, decided as soon as it is certain."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
+from harness.checks import check_defense_logits
 from harness.device import synchronize
 from harness.interfaces import Defense
+from harness.seeding import generator_for
+
+# draw index → the generator of that draw (its numbers depend on the draw alone, not on the rows drawn for)
+DrawGenerators = Callable[[int], torch.Generator]
 
 
 @dataclass
 class Predictions:
-    pred: Tensor           # (N,) majority vote over draws
-    vote_frac: Tensor      # (N,) share of draws that agree with it
-    probabilities: Tensor  # (N, C) softmax averaged over draws
+    pred: Tensor           # (N,) the majority class over the draws (ties: the lowest class index)
+    vote_frac: Tensor      # (N,) share of the draws made that agree with it
+    draws: Tensor          # (N,) draws made: a randomised defense stops drawing once its majority is certain
+    first_votes: Tensor    # (N, C) votes of the first ⌈V/2⌉ draws, the ones every example gets
+    probabilities: Tensor  # (N, C) softmax averaged over those first draws
     seconds: float
 
+    def first_wrong(self, y: Tensor) -> Tensor:
+        """(N,) share of the first ⌈V/2⌉ draws that miss ``y``: the same whether the vote stopped early or not."""
+        return 1 - self.first_votes.gather(1, y[:, None]).squeeze(1) / self.first_votes.sum(dim=1)
 
-def predict_defended(model: nn.Module, defense: Defense, x: Tensor, draws: int,
-                     generator: torch.Generator) -> Predictions:
-    """The defended prediction; a randomised defense votes over ``draws`` draws, batched together.
 
-    Taking the majority (rather than any single lucky draw, AutoAttack's PR #105 bug) is what
-    makes a randomised defense's score honest.
+class ScoringView(nn.Module):
+    """The model as a defense sees it while it is scored.
+
+    - Only the rows in ``rows`` are computed; the others get zero logits, so their input gradient is zero
+      and a sign-gradient defense leaves them where they are. The defense itself still runs on the whole
+      batch, so it draws exactly the random numbers it would draw for all rows: a prediction does not
+      depend on which other rows were computed with it. A call on another number of rows (a defense that
+      stacks copies) is computed whole.
+    - A call without gradient (the final prediction) is computed in fp32 whatever the grid's precision, so
+      that rounding cannot flip a verdict near the boundary; the defense's own gradient steps keep the
+      grid's precision."""
+
+    def __init__(self, model: nn.Module, rows: Tensor | None, n: int):
+        super().__init__()
+        self.model, self.rows, self.n = model, rows, n
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return self._rows(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._rows(x.float()).float()
+
+    def _rows(self, x: Tensor) -> Tensor:
+        if self.rows is None or x.shape[0] != self.n:
+            return self.model(x)
+        computed = self.model(x[self.rows])
+        return computed.new_zeros((self.n, *computed.shape[1:])).index_copy(0, self.rows, computed)
+
+
+class DrawRunner:
+    """One draw of a defense for some rows of a batch, in chunks of at most ``chunk`` rows.
+
+    Every chunk runs the defense on the whole batch from the same generator state, so each row gets the
+    same random numbers whatever the chunk size, and the generator ends where one whole-batch call leaves
+    it. On ``torch.OutOfMemoryError`` the chunk is halved and the draw made again, with the same result;
+    ``smallest_chunk`` records how far it had to go (the runner stores it with the unit)."""
+
+    def __init__(self, chunk: int | None = None):
+        self.chunk = chunk
+        self.smallest_chunk: int | None = None
+
+    def rows(self, model: nn.Module, call: Callable[[nn.Module, torch.Generator], Tensor], x: Tensor, rows: Tensor,
+             generator: torch.Generator) -> Tensor:
+        """``call(view, generator)[rows]``, where ``view`` is the model computing only a chunk of the rows."""
+        state = generator.get_state()
+        while True:
+            chunk = min(self.chunk or len(x), len(rows)) or 1
+            try:
+                parts = []
+                for i in range(0, len(rows), chunk):
+                    part = rows[i:i + chunk]
+                    generator.set_state(state)
+                    parts.append(call(ScoringView(model, None if len(part) == len(x) else part, len(x)), generator)[part])
+                return torch.cat(parts)
+            except torch.OutOfMemoryError:
+                if chunk <= 1:
+                    raise
+                self.chunk = self.smallest_chunk = chunk // 2
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def logits(self, model: nn.Module, defense: Defense, x: Tensor, rows: Tensor, generator: torch.Generator, *,
+               name: str, num_classes: int | None) -> Tensor:
+        """The defense's logits (fp32) for ``rows``, checked: finite, one column per class."""
+        def call(view: nn.Module, g: torch.Generator) -> Tensor:
+            with torch.no_grad():
+                logits = defense.logits(view, x, generator=g)
+            check_defense_logits(name, logits, len(x), num_classes if num_classes is not None else logits.shape[-1])
+            return logits.float()
+
+        return self.rows(model, call, x, rows, generator)
+
+    def purified(self, model: nn.Module, defense: Defense, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The defended point of every row, without gradient."""
+        def call(view: nn.Module, g: torch.Generator) -> Tensor:
+            with torch.no_grad():
+                return defense.purify(view, x, generator=g)
+
+        return self.rows(model, call, x, torch.arange(len(x), device=x.device), generator).detach()
+
+
+def predict_defended(model: nn.Module, defense: Defense, x: Tensor, votes: int, generators: DrawGenerators, *,
+                     name: str = "", num_classes: int | None = None, runner: DrawRunner | None = None,
+                     sequential: bool = True) -> Predictions:
+    """The defended prediction; a randomised defense votes over up to ``votes`` draws (one otherwise).
+
+    Taking the majority (rather than any single lucky draw, AutoAttack's PR #105 bug) is what makes a
+    randomised defense's score honest. The vote is sequential and exact: the first ⌈V/2⌉ draws are made for
+    every example, then one more draw at a time only for the examples no class holds a majority of (more
+    than V/2 draws) yet. Draw d uses the same random numbers for an example whichever examples it is made
+    for, so the prediction equals that of all V draws, example by example; ties over all V draws go to the
+    lowest class index, on every device. ``sequential=False`` makes all V draws for every example (the same
+    prediction, at the full price; kept to show that).
     """
     start = time.perf_counter()
-    stacked = x.repeat(draws, *([1] * (x.dim() - 1)))  # defenses are per-example, so draws can share a batch
-    with torch.no_grad():
-        logits = defense.logits(model, stacked, generator=generator).float()
-    votes = logits.argmax(1).view(draws, x.shape[0])
-    majority = votes.mode(dim=0).values
-    probabilities = logits.softmax(1).view(draws, x.shape[0], -1).mean(0)
+    runner = runner or DrawRunner()
+    draws = defense.draws(votes)
+    majority = draws // 2 + 1
+    n = x.shape[0]
+    rows = torch.arange(n, device=x.device)
+    counts: Tensor | None = None
+    for d in range(draws):
+        if d == (draws + 1) // 2:
+            first_votes, first_summed = counts.clone(), summed.clone()  # type: ignore[union-attr]
+        if d >= (draws + 1) // 2 and sequential:
+            rows = (counts.amax(dim=1) < majority).nonzero().flatten()  # type: ignore[union-attr]
+            if not len(rows):
+                break
+        logits = runner.logits(model, defense, x, rows, generators(d), name=name, num_classes=num_classes)
+        if counts is None:
+            counts = torch.zeros(n, logits.shape[1], dtype=torch.int64, device=x.device)
+            summed = torch.zeros(n, logits.shape[1], dtype=torch.float32, device=x.device)
+            made = torch.zeros(n, dtype=torch.int64, device=x.device)
+        counts[rows, logits.argmax(dim=1)] += 1
+        summed[rows] += logits.softmax(dim=1)
+        made[rows] += 1
+    assert counts is not None
+    if draws == 1:
+        first_votes, first_summed = counts, summed
+    pred = counts.argmax(dim=1)   # the first maximum: ties go to the lowest class index
+    vote_frac = counts.gather(1, pred[:, None]).squeeze(1) / made
+    first = first_votes.sum(dim=1, keepdim=True)
     synchronize(x.device)
-    return Predictions(majority, (votes == majority).float().mean(0), probabilities, time.perf_counter() - start)
+    return Predictions(pred, vote_frac.float(), made, first_votes, first_summed / first, time.perf_counter() - start)
+
+
+def draws_from(generator: torch.Generator) -> DrawGenerators:
+    """Per-draw generators for one prediction, seeded from one draw of ``generator`` (a stream of predictions)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return lambda d: generator_for(seed, "draw", d, device=generator.device)
 
 
 class Defended(nn.Module):
@@ -51,22 +177,26 @@ class Defended(nn.Module):
     """
 
     def __init__(self, model: nn.Module, defense: Defense, generator: torch.Generator,
-                 gradient: Literal["bpda", "full"] = "bpda", votes: int = 1):
+                 gradient: Literal["bpda", "full"] = "bpda", votes: int = 1, num_classes: int | None = None,
+                 runner: DrawRunner | None = None):
         super().__init__()
         if votes < 1:
             raise ValueError(f"votes must be at least 1, got {votes}")
         self.model, self.defense, self.generator, self.gradient, self.votes = model, defense, generator, gradient, votes
+        self.num_classes, self.runner = num_classes, runner or DrawRunner()
 
     def with_defense(self, defense: Defense, gradient: Literal["bpda", "full"]) -> Defended:
         """The same model and random stream behind another defense (e.g. a cheaper in-attack copy)."""
-        return Defended(self.model, defense, self.generator, gradient=gradient, votes=self.votes)
+        return Defended(self.model, defense, self.generator, gradient=gradient, votes=self.votes,
+                        num_classes=self.num_classes, runner=self.runner)
 
-    def predict(self, x: Tensor) -> Predictions:
+    def predict(self, x: Tensor, *, sequential: bool = True) -> Predictions:
         """The prediction the runner would score: the majority over ``votes`` draws if the defense is random."""
-        return predict_defended(self.model, self.defense, x, self.defense.draws(self.votes), self.generator)
+        return predict_defended(self.model, self.defense, x, self.votes, draws_from(self.generator),
+                                num_classes=self.num_classes, runner=self.runner, sequential=sequential)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient == "full":
             return self.defense.logits(self.model, x, generator=self.generator, differentiable=True)
-        purified = self.defense.purify(self.model, x.detach(), generator=self.generator).detach()
+        purified = self.runner.purified(self.model, self.defense, x.detach(), self.generator)
         return self.model(x + (purified - x).detach())  # value at the defended point, identity backward

@@ -1,4 +1,4 @@
-"""Content hashes of the files results depend on (checkpoints, dataset files), cached by size and mtime.
+"""Content hashes of the files results depend on (checkpoints, dataset files), cached by what no copy can forge.
 
 A run's identity holds the sha256 of every file its models and data are read from, so results
 belong to the bytes they were computed from: replace a checkpoint and the grid gets a new run and
@@ -43,9 +43,11 @@ def _save_cache(cache: dict[str, str]) -> None:
 
 
 def file_sha256(path: Path, cache: dict[str, str] | None = None) -> str:
-    """The file's sha256; reused from the cache while its resolved path, size and mtime are unchanged."""
+    """The file's sha256; reused from the cache while its resolved path, device, inode, size, mtime and ctime
+    are all unchanged. ``cp -p``, ``tar`` and ``rsync -a`` restore a replaced file's size and mtime, but the
+    kernel sets its ctime (and a new file gets a new inode), so a replacement is always hashed again."""
     stat = path.stat()
-    tag = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    tag = f"{path.resolve()}:{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
     cache = _load_cache() if cache is None else cache
     if tag not in cache:
         digest = hashlib.sha256()

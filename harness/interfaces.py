@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from harness.cost import Passes, through_defense
 from harness.errors import PluginError
 from harness.specs import param
-from harness.threat import ThreatModel
+from harness.threat import Norm, ThreatModel
 
 
 class Role(str, Enum):
@@ -42,20 +43,6 @@ class Access(str, Enum):
     NONE = "no-access"            # uses nothing of the model (the clean baseline)
 
 
-@dataclass(frozen=True)
-class Passes:
-    """Cost per example, in forward and backward passes of the model (for --dry-run and estimates)."""
-
-    forward: float
-    backward: float
-
-    def __add__(self, other: Passes) -> Passes:
-        return Passes(self.forward + other.forward, self.backward + other.backward)
-
-    def __mul__(self, k: float) -> Passes:
-        return Passes(self.forward * k, self.backward * k)
-
-
 class DefendedModel(Protocol):
     """What an attack through a defense is handed: the model behind one defense of the grid, as one module.
 
@@ -69,14 +56,9 @@ class DefendedModel(Protocol):
 
     def __call__(self, x: Tensor) -> Tensor: ...
 
-    def predict(self, x: Tensor) -> Any: ...
+    def predict(self, x: Tensor, *, sequential: bool = True) -> Any: ...
 
     def with_defense(self, defense: Defense, gradient: Literal["bpda", "full"]) -> DefendedModel: ...
-
-
-def through_defense(attack: Passes, defense: Passes) -> Passes:
-    """An attack's passes when every forward pass runs the defense first (backward: BPDA, the model only)."""
-    return Passes(attack.forward * (1 + defense.forward), attack.backward + attack.forward * defense.backward)
 
 
 @dataclass(frozen=True)
@@ -111,6 +93,7 @@ class Attack(Plugin):
     target: Literal["model", "defended"] = param(
         "model", "attack the bare model (transfer, the paper's protocol) or the model wrapped in each defense (adaptive)")
     access: ClassVar[Access] = Access.WHITE_BOX
+    norms: ClassVar[tuple[Norm, ...]] = (Norm.LINF, Norm.L2)   # the threat models it can run under
     # a standard evaluation that papers report as a model's robustness (AutoAttack): a run measuring the
     # undefended model clearly above a paper's value for it points at a weaker run or different data
     benchmark: ClassVar[bool] = False
@@ -119,6 +102,17 @@ class Attack(Plugin):
     def adaptive(self) -> bool:
         return self.target == "defended"
 
+    def check_threat(self, threat: ThreatModel) -> None:
+        """Checks against the threat model the grid runs it under, before any work starts: by default that the
+        attack supports its norm (``norms``). Raise ``PluginError`` saying what to change."""
+        if threat.norm not in self.norms:
+            raise PluginError(f"{type(self).__name__} supports only {', '.join(n.value for n in self.norms)}; "
+                              f"the grid's threat model is {threat.norm.value}. Remove the attack or change norm")
+
+    def check_data(self, num_classes: int) -> None:
+        """Checks against the dataset once it is loaded, before any unit is recorded (e.g. that it has as many
+        classes as the attack targets)."""
+
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor | AttackOutput:
         raise NotImplementedError
@@ -126,6 +120,12 @@ class Attack(Plugin):
     def passes(self, threat: ThreatModel) -> Passes:
         """Forward/backward passes per example against the bare model; override for an accurate --dry-run."""
         return Passes(1, 0)
+
+    def floor(self, threat: ThreatModel) -> Passes:
+        """The passes per example its own loop cannot avoid against the bare model (iterations × restarts,
+        queries, …), without checks, probes or re-evaluations; ``benchmarks/passes.py`` holds what a unit
+        actually makes against it. By default its declared cost."""
+        return self.passes(threat)
 
     # --- through a defense (target = "defended") ----------------------------------------------------
     def attack_defended(self, defended: DefendedModel, x: Tensor, y: Tensor, threat: ThreatModel, *,
@@ -137,6 +137,10 @@ class Attack(Plugin):
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
         """Passes per example of :meth:`attack_defended`; overridden together with it."""
         return through_defense(self.passes(threat), defense.passes())
+
+    def defended_floor(self, threat: ThreatModel, defense: Defense) -> Passes:
+        """:meth:`floor` through a defense: by default its cost there without scored checks (``votes = 1``)."""
+        return self.defended_cost(threat, defense, votes=1)
 
     def scaled(self, factor: int) -> Attack:
         """This attack with ``factor`` times its budget (a grid's ``ladder`` checks convergence with it)."""

@@ -37,6 +37,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def plugin_distributions(grid: GridConfig) -> dict[str, str]:
+    """The distribution and version of every plugin the grid uses (the reports' Packages line)."""
+    out = {}
+    for entry in (grid.dataset, *grid.models, *grid.attacks, *grid.defenses):
+        code = entry.code
+        if code is not None and code.distribution is not None:
+            out[code.distribution] = code.version + (" (editable)" if code.editable else "")
+        elif code is not None:
+            out[f"{entry.plugin} (registered in code)"] = f"source {code.source[:12]}" if code.source else "unversioned"
+    return out
+
+
 def harness_version() -> str:
     try:
         return metadata.version("robustness-harness")
@@ -99,5 +111,5 @@ def run_record(grid: GridConfig, registry: Registry, device: torch.device, data:
         eps=grid.threat.eps, repeats=grid.repeats, votes=grid.votes, preset=grid.preset.name,
         precision=grid.compute.describe(),
         device=device_name(device), harness_version=harness_version(), harness_commit=harness_commit(),
-        versions=json.dumps(package_versions()), started=time.time(),
+        versions=json.dumps({**package_versions(), **plugin_distributions(grid)}), started=time.time(),
         reported=grid.reported.as_json() if grid.reported else None)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,7 +51,11 @@ def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch
                    after_batch: Callable[[Batch], None] | None = None) -> dict[str, Any]:
     """The task body, on a worker: load the unit's model, evaluate [start, stop), return the rows.
 
-    ``after_batch`` is called with each evaluated batch (e.g. a test that kills the worker mid-range)."""
+    ``after_batch`` is called with each evaluated batch (e.g. a test that kills the worker mid-range). The worker
+    computes with the driver's CPU thread count (``grid.threads``, set by the driver): a CPU's reductions are
+    ordered by its threads, and a row must not depend on which process computed it."""
+    if grid.threads is not None:
+        torch.set_num_threads(grid.threads)
     registry = Registry()
     runner = Runner(grid, registry, store=None, progress=False)  # never opens the database
     data = LabelledData(grid.compute.prepare_inputs(x.to(runner.device)), y.to(runner.device), classes, domain, display)
@@ -75,6 +80,8 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = Non
         import ray
     except ImportError:
         raise HarnessError("--executor ray needs Ray: pip install 'robustness-harness[ray]' (or pip install ray)") from None
+    if grid.threads is None:   # the workers compute with the driver's thread count (see evaluate_range)
+        grid = dataclasses.replace(grid, threads=torch.get_num_threads())
     runner = runner or Runner(grid, registry, store, progress=progress)
     data, units = runner.prepare()  # data loaded, every model checked and the run recorded before any task starts
     store = runner.store

@@ -13,10 +13,13 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# What the core computes for a row, in every unit's identity: raised whenever the runner's own part of a row
+# changes (how draws are seeded, how a vote is decided), so that no unit mixes rows of two versions.
+ROWS_VERSION = 2
 # Older versions this one reads as they are and upgrades on the first write: it only added nullable columns
-# (3: runs.reported). Their missing fields read as the dataclass defaults.
-UPGRADES_FROM = (2,)
+# (3: runs.reported; 4: the units' counted passes, floor and smallest chunk, results.draws). Their missing fields read as the dataclass defaults.
+UPGRADES_FROM = (2, 3)
 APPLICATION_ID = 0x52484152   # "RHAR": robustness-harness results
 
 
@@ -74,6 +77,11 @@ class UnitRecord:
     finished: int = 0
     seconds: float = 0.0
     updated: float = 0.0
+    counted_forward: float | None = None    # passes the unit made through the model, in images (harness.counting)
+    counted_backward: float | None = None
+    floor_forward: float | None = None      # what its attack's loop and its scored draws cannot avoid
+    floor_backward: float | None = None
+    smallest_chunk: int | None = None       # rows per defense draw where memory ran out at the batch size
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ class ResultRow(ExampleKey):
     l2: float
     queries: int | None = None
     grad_norm: float | None = None   # ‖∇ₓCE‖₁ at the clean input (baseline units only)
+    draws: int | None = None         # draws the vote took: a randomised defense stops once its majority is certain
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,13 @@ def columns(record: type) -> dict[str, type]:
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
         out[f.name] = tp
     return out
+
+
+def required_columns(record: type) -> list[str]:
+    """The columns every schema version this harness reads has: upgrades only ever add nullable columns."""
+    hints = typing.get_type_hints(record)
+    return [f.name for f in dataclasses.fields(record)
+            if typing.get_origin(hints[f.name]) not in (typing.Union, types.UnionType)]
 
 
 def as_row(record: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from types import ModuleType
 import pluggy
 
 from harness import hookspecs
+from harness.code_identity import code_identity
 from harness.errors import PluginError
 from harness.specs import Command, Kind, PluginSpec
 
@@ -33,19 +34,18 @@ class Registry:
         self._commands: dict[str, Command] = {}
         self._collect()
 
-    def _distribution_of(self) -> dict[int, str]:
-        return {id(plugin): f"{dist.metadata['name']} {dist.version}" for plugin, dist in self._pm.list_plugin_distinfo()}
-
     def _collect(self) -> None:
-        dists = self._distribution_of()
+        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
         for kind, hook_name in _HOOKS.items():
             hook = getattr(self._pm.hook, hook_name)
             for impl in hook.get_hookimpls():
-                dist = dists.get(id(impl.plugin), f"(registered in code: {impl.plugin_name})")
+                installed = dists.get(id(impl.plugin))
                 for spec in impl.function() or []:
+                    code = code_identity(spec.factory.__module__, installed)
+                    dist = code.describe() if installed is not None else f"(registered in code: {impl.plugin_name})"
                     if spec.kind is not kind:
                         raise PluginError(f"{dist} returned {spec.kind.value} plugin {spec.name!r} from {hook_name}")
-                    spec = spec.with_distribution(dist)
+                    spec = spec.with_code(dist, code)
                     if spec.name in self._specs[kind]:
                         other = self._specs[kind][spec.name].distribution
                         raise PluginError(

@@ -6,20 +6,25 @@ every defense is evaluated on those same examples. Rows are committed batch by b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import time
 from typing import Iterator
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from harness.batch import Batch, BatchContext
 from harness.checks import (ModelState, check_attack_output, check_inputs_untouched, check_model_fits, check_queries,
                             plugin_call)
 from harness.config import GridConfig
-from harness.defended import Defended, predict_defended
+from harness.counting import PassCounter
+from harness.defended import Defended, DrawRunner, predict_defended
 from harness.device import synchronize
+from harness.errors import ConfigError, HarnessError
 from harness.interfaces import AttackOutput, DataSource, LabelledData, LoadedModel, Passes
 from harness.observers import ExampleCapture, GradientNorms, LipschitzGaps, Observer
 from harness.plan import Unit, build, plan, unit_cost
@@ -34,16 +39,10 @@ from harness.threat import Norm, distance
 log = logging.getLogger("harness")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Runner:
     def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True):
         self.grid, self.registry, self.progress, self._store = grid, registry, progress, store
-        self.device = resolve_device(grid.device)
+        self.device = torch.device(grid.device_kind)  # fixed when the grid was loaded: part of its identity
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
@@ -68,7 +67,8 @@ class Runner:
         with plugin_call("model", entry.label, entry.plugin):
             loaded = build(self.registry, entry, Kind.MODEL).load(self.device)
         loaded.module.eval()  # the harness sets eval mode once; plugins must not change it
-        return LoadedModel(self.grid.compute.prepare_model(loaded.module), loaded.dataset, loaded.num_classes)
+        module = PassCounter(self.grid.compute.prepare_model(loaded.module))  # every pass of a unit is counted
+        return LoadedModel(module, loaded.dataset, loaded.num_classes)
 
     def prepare(self) -> tuple[LabelledData, list[Unit]]:
         """Check the database, load the data onto the device, check every model, then record the run and
@@ -79,6 +79,7 @@ class Runner:
         data = self.load_data()
         x = grid.compute.prepare_inputs(data.x.to(self.device))  # kept on the device for the whole run
         data = LabelledData(x, data.y.to(self.device), data.classes, data.domain, data.display_name)
+        check_data_fits(grid, self.registry, data)
         for index, entry in enumerate(grid.models):  # every model is checked before any work starts
             check_model_fits(grid.path, f"models[{index}]", entry.label, grid.dataset.label, self.load_model(index), data)
         units = plan(grid, self.registry)
@@ -142,7 +143,8 @@ class Runner:
                    leave=False, dynamic_ncols=True, position=1)
         for batch in self.batches(unit, loaded, data, state.done, n):
             self.store.commit(grid.run_id, unit.key, batch.records, start=batch.start, stop=batch.stop,
-                              total=n, seconds=batch.seconds, owner=owner.id if owner else "")
+                              total=n, seconds=batch.seconds, owner=owner.id if owner else "", counted=batch.counted,
+                              floor=batch.floor, smallest_chunk=batch.smallest_chunk)
             bar.update(batch.stop - batch.start)
             if progress is not None:
                 progress.advance(unit.key, batch.stop - batch.start)
@@ -164,41 +166,48 @@ class Runner:
         attack = build(self.registry, unit.attack, Kind.ATTACK)
         defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
         threat = grid.threat_for(unit.attack)
+        draws = DrawRunner()   # shared by the unit's batches: a chunk halved on running out of memory stays halved
         for start in range(first, last, grid.batch_size):
             stop = min(start + grid.batch_size, last)
             ctx = BatchContext(grid.run_id, grid.seed, unit, loaded.module, attack, defenses, threat, start,
-                               data.x[start:stop], data.y[start:stop])
+                               data.x[start:stop], data.y[start:stop], data.num_classes, draws)
             with grid.compute.context(self.device):
                 yield self.evaluate(ctx)
 
     def evaluate(self, ctx: BatchContext) -> Batch:
         """Attack the batch once, check the output, then score every defense on it.
 
-        Plugins get copies of the inputs and labels, and the model is fingerprinted around every
-        call: a plugin that changes what it was given stops the unit, naming itself, before any row
-        of it is recorded (it would otherwise corrupt every later unit)."""
+        Plugins get copies of the inputs, the labels and the threat model, and the model is fingerprinted
+        around every call: a plugin that changes what it was given stops the unit, naming itself, before
+        any row of it is recorded (it would otherwise corrupt every later unit)."""
         grid, unit, model = self.grid, ctx.unit, ctx.model
         attack_label, n = unit.attack.label, len(ctx.x)
-        x_given, y_given = ctx.x.clone(), ctx.y.clone()
-        before = ModelState.of(model)
+        x_given, y_given, threat_given = ctx.x.clone(), ctx.y.clone(), dataclasses.replace(ctx.threat)
+        counted_before = _counted(model)
+        state = ModelState.of(model)
         t0 = time.perf_counter()
         with plugin_call("attack", attack_label, unit.attack.plugin):
             if unit.adaptive:
                 defense_entry, defense = ctx.defenses[0]
-                defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes)
-                out = ctx.attack.attack_defended(defended, x_given, y_given, ctx.threat, generator=ctx.generator("attack"))
+                defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes,
+                                    num_classes=ctx.num_classes, runner=ctx.draws)
+                out = ctx.attack.attack_defended(defended, x_given, y_given, threat_given,
+                                                 generator=ctx.generator("attack"))
+                floor = ctx.attack.defended_floor(ctx.threat, defense)
             else:
-                out = ctx.attack(model, x_given, y_given, ctx.threat, generator=ctx.generator("attack"))
+                out = ctx.attack(model, x_given, y_given, threat_given, generator=ctx.generator("attack"))
+                floor = ctx.attack.floor(ctx.threat)
         synchronize(self.device)
         attack_s = (time.perf_counter() - t0) / n
         for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
             p.grad = None
-        before.check(attack_label, model)
+        state = state.check(attack_label, model)
         check_inputs_untouched(attack_label, x_given, ctx.x, "x")
         check_inputs_untouched(attack_label, y_given, ctx.y, "y (the labels)")
         x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
         check_attack_output(attack_label, x_adv, ctx.x, ctx.threat)
         check_queries(attack_label, queries, n)
+        floor = floor * n
         columns = {"linf": distance(x_adv, ctx.x, Norm.LINF).tolist(), "l2": distance(x_adv, ctx.x, Norm.L2).tolist(),
                    "queries": [None] * n if queries is None else [int(q) for q in queries],
                    "grad_norm": [None] * n}
@@ -206,27 +215,52 @@ class Runner:
             columns.update(observer.columns(ctx, x_adv))
         rows, examples, preds_by_defense = [], [], {}
         for entry, defense in ctx.defenses:
-            before = ModelState.of(model)
             with plugin_call("defense", entry.label, entry.plugin):
-                preds = predict_defended(model, defense, x_adv, defense.draws(grid.votes),
-                                         ctx.generator("defense", entry.label))
-            before.check(entry.label, model)
-            pred, y = preds.pred.tolist(), ctx.y.tolist()
+                preds = predict_defended(model, defense, x_adv, grid.votes,
+                                         lambda d, label=entry.label: ctx.generator("defense", label, d),
+                                         name=entry.label, num_classes=ctx.num_classes, runner=ctx.draws)
+                for observer in self.observers:
+                    examples += observer.examples(ctx, entry.label, defense, x_adv, preds.pred)
+            state = state.check(entry.label, model)
+            floor = floor + (defense.passes() + Passes(1, 0)) * float(preds.draws.sum())
+            pred, y, draws = preds.pred.tolist(), ctx.y.tolist(), preds.draws.tolist()
             for i in range(n):
                 rows.append(ResultRow(
                     run_id=ctx.run_id, unit_key=unit.key, model=unit.model.label, attack=attack_label,
                     defense=entry.label, repeat=unit.repeat, idx=ctx.start + i, adaptive=int(unit.adaptive),
                     label=y[i], pred=pred[i], correct=int(pred[i] == y[i]), vote_frac=float(preds.vote_frac[i]),
-                    attack_s=attack_s, defense_s=preds.seconds / n,
+                    draws=draws[i], attack_s=attack_s, defense_s=preds.seconds / n,
                     **{name: values[i] for name, values in columns.items()}))
             preds_by_defense[entry.label] = preds.pred
-            for observer in self.observers:
-                examples += observer.examples(ctx, entry.label, defense, x_adv, preds.pred)
         records: dict[str, list] = {"results": rows, "examples": examples}
         for observer in self.observers:
             for table, extra in observer.records(ctx, x_adv, preds_by_defense).items():
                 records.setdefault(table, []).extend(extra)
-        return Batch(ctx.start, ctx.start + n, records, time.perf_counter() - t0)
+        counted = _counted(model)
+        counted = Passes(counted.forward - counted_before.forward, counted.backward - counted_before.backward)
+        return Batch(ctx.start, ctx.start + n, records, time.perf_counter() - t0, counted, floor,
+                     ctx.draws.smallest_chunk)
+
+
+def check_data_fits(grid: GridConfig, registry: Registry, data: LabelledData) -> None:
+    """What can be checked only once the data is loaded, before anything is recorded: radii that mean something
+    for images of this size, and attacks that fit the number of classes."""
+    for index, entry in enumerate(grid.attacks):
+        threat = grid.threat_for(entry)
+        diameter = math.sqrt(data.x[0].numel())
+        if threat.norm is Norm.L2 and threat.eps > diameter:
+            key = f"attacks[{index}].eps" if entry.eps is not None else "eps"
+            raise ConfigError(grid.path, key, f"an L2 radius of {threat.eps:g} is larger than the whole image box "
+                              f"[0,1]^{data.x[0].numel()} (its diameter is {diameter:.4g})",
+                              f"a number in [0, {diameter:.4g}]")
+        try:
+            build(registry, entry, Kind.ATTACK).check_data(data.num_classes)
+        except HarnessError as exc:
+            raise ConfigError(grid.path, f"attacks: {entry.label}", str(exc)) from None
+
+
+def _counted(model: nn.Module) -> Passes:
+    return model.counted() if isinstance(model, PassCounter) else Passes(0, 0)
 
 
 def run_grid(grid: GridConfig, registry: Registry, *, store: Store | None = None, progress: bool = True) -> str:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Literal, get_args, get_origin
 
+from harness.code_identity import CodeIdentity
+
 
 class Kind(str, Enum):
     ATTACK = "attack"
@@ -66,7 +68,8 @@ class PluginSpec:
     factory: Callable[..., Any]
     params: tuple[Param, ...]
     description: str
-    distribution: str = field(default="", compare=False)
+    distribution: str = field(default="", compare=False)   # how messages name where it comes from
+    code: CodeIdentity | None = field(default=None, compare=False)   # what enters the identity of its units
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -75,8 +78,8 @@ class PluginSpec:
         """A class-level declaration of the plugin (its role, its presets), read without building it."""
         return getattr(self.factory, attribute, default)
 
-    def with_distribution(self, distribution: str) -> PluginSpec:
-        return dataclasses.replace(self, distribution=distribution)
+    def with_code(self, distribution: str, code: CodeIdentity) -> PluginSpec:
+        return dataclasses.replace(self, distribution=distribution, code=code)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ import pandas as pd
 import sqlite_utils
 
 from harness.errors import StoreError
+from harness.cost import Passes
 from harness.records import (APPLICATION_ID, SCHEMA_VERSION, TABLES, UPGRADES_FROM, ClaimRecord, RunRecord,
-                             ShardRecord, UnitRecord, as_row, columns, from_row)
+                             ShardRecord, UnitRecord, as_row, columns, from_row, required_columns)
 
 BUSY_TIMEOUT_S = 120   # how long a writer waits for another process's transaction before giving up
 STALE_CLAIM_S = 120    # a claim whose heartbeat is older than this is taken over (its process is gone)
@@ -62,6 +63,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _connect(uri: str, **kwargs: Any) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, **kwargs)
+
+
+def _refuse_non_files(file: Path, shown: str) -> None:
+    """A results database is a regular file: a folder is a common slip, and a FIFO would block every read."""
+    if file.is_dir():
+        raise StoreError(f"{shown} is a directory, not a results database. Fix: pass a file path, "
+                         "e.g. --db results/run.sqlite")
+    if file.exists() and not file.is_file():
+        raise StoreError(f"{shown} is not a regular file (a pipe, socket or device); pass a results database file")
+
+
 def _sqlite_header(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(16) == b"SQLite format 3\x00"
@@ -73,22 +87,32 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path, self.readonly = str(path), readonly
         file = Path(path).expanduser()
-        if file.is_dir():
-            raise StoreError(f"{path} is a directory, not a results database. Fix: pass a file path, "
-                             "e.g. --db results/run.sqlite")
+        _refuse_non_files(file, self.path)
         self.db = self._open_readonly(file) if readonly else self._open_writable(file)
-        self._check_ours()
+        try:
+            self._check_ours()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection; the last one to close a database folds and removes its -wal and -shm files."""
+        self.db.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def check_path(cls, path: str | Path) -> None:
         """Refuse a database that cannot be ours before any work starts; creates nothing."""
         file = Path(path).expanduser()
-        if file.exists() and not file.is_dir() and file.stat().st_size:
-            cls(path, readonly=True).db.conn.close()
+        _refuse_non_files(file, str(path))
+        if file.exists() and file.stat().st_size:
+            cls(path, readonly=True).close()
             return
-        if file.is_dir():
-            raise StoreError(f"{path} is a directory, not a results database. Fix: pass a file path, "
-                             "e.g. --db results/run.sqlite")
         folder = next((p for p in (file.parent, *file.parent.parents) if p.exists()), Path("/"))
         try:  # a probe, not os.access: it says "writable" for root on read-only file systems
             tempfile.TemporaryFile(dir=folder).close()
@@ -98,16 +122,29 @@ class Store:
 
     # --- opening ----------------------------------------------------------------------------
     def _open_readonly(self, file: Path) -> sqlite_utils.Database:
+        """Read the database as it is now, write-ahead log included, and leave its folder as it was found.
+
+        Where the folder is writable, a read-write connection that refuses every write (``query_only``)
+        reads the WAL and, as the last connection to close, folds it in and removes the -wal and -shm files
+        SQLite needs while reading; a ``mode=ro`` connection would leave them behind. Where nothing can be
+        written (a read-only mount), SQLite can read a WAL only through a -shm file it cannot create: the
+        database is then read as immutable if it has no pending WAL, and refused otherwise, never stale.
+        The path goes into an URI percent-quoted, so '#', '%', '?' and spaces name this file and no other."""
         if not file.exists():
             raise StoreError(f"{self.path} does not exist; run a grid first: harness run --grid FILE")
         if file.stat().st_size and not _sqlite_header(file):
             raise StoreError(f"{self.path} is not an SQLite database (no SQLite header); pass the file that "
                              "harness run wrote")
-        # Read-only; where nothing can be written beside the file (an archive, a read-only mount) a WAL
-        # database cannot even be read that way (its -shm file cannot be made), so it is opened immutable.
-        for mode in ("mode=ro", "immutable=1"):
-            conn = sqlite3.connect(f"file:{file.resolve()}?{mode}", uri=True, timeout=BUSY_TIMEOUT_S)
+        uri = file.resolve().as_uri()
+        wal = file.with_name(file.name + "-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        for mode in ("mode=rw", "mode=ro") + (() if pending else ("immutable=1",)):
             try:
+                conn = _connect(f"{uri}?{mode}")
+            except sqlite3.OperationalError:
+                continue
+            try:
+                conn.execute("PRAGMA query_only = ON")
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 return sqlite_utils.Database(conn)
             except sqlite3.OperationalError:
@@ -115,6 +152,10 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 conn.close()
                 raise StoreError(f"{self.path} cannot be read as an SQLite database: {exc}") from None
+        if pending:
+            raise StoreError(f"{self.path} cannot be read here: its latest writes are in {wal.name}, which SQLite can "
+                             f"only read by creating {file.name}-shm beside it, and this folder is read-only. Fix: copy "
+                             f"{file.name} together with {wal.name} to a writable folder and read the copy")
         raise StoreError(f"{self.path} cannot be opened, even read-only; check its permissions")
 
     def _open_writable(self, file: Path) -> sqlite_utils.Database:
@@ -123,7 +164,7 @@ class Store:
                              "file with --db, or move that file away")
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(file, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = _connect(f"{file.resolve().as_uri()}?mode=rwc", isolation_level=None)
             db = sqlite_utils.Database(conn)
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
@@ -146,14 +187,41 @@ class Store:
         if app_id != APPLICATION_ID:
             raise StoreError(f"{self.path} is not a robustness-harness database (it holds tables "
                              f"{', '.join(tables[:5]) or '(none)'}); it is left untouched. Fix: pass another file with --db")
-        if version in UPGRADES_FROM:
-            if not self.readonly:
-                self._upgrade()
-            return
-        if version != SCHEMA_VERSION:
+        if version not in UPGRADES_FROM and version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written with results schema version {version}; this harness reads "
                              f"version {SCHEMA_VERSION}. Fix: re-run the grid into a new file (--db NEW.sqlite), or "
                              "read this one with the harness version that wrote it")
+        self._check_intact(tables)
+        if version in UPGRADES_FROM and not self.readonly:
+            self._upgrade()
+
+    def _check_intact(self, tables: list[str]) -> None:
+        """Refuse a damaged database of ours (a table or column gone, a corrupt page, an unreadable run record)
+        before anything reads or writes it; nothing is repaired or overwritten."""
+        def damaged(what: str) -> StoreError:
+            return StoreError(f"{self.path} is a damaged results database ({what}); it is left untouched. Fix: "
+                              "restore it from a copy, or run the grid into a new file with --db NEW.sqlite")
+
+        try:
+            for name, (record, _) in TABLES.items():
+                if name not in tables:
+                    raise damaged(f"table {name!r} is missing")
+                have = set(self.db[name].columns_dict)
+                lost = [c for c in required_columns(record) if c not in have]
+                if lost:
+                    raise damaged(f"table {name!r} lacks the column(s) {', '.join(lost)}")
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                problem = " ".join(line for line in check.splitlines() if not line.startswith("***"))
+                raise damaged(f"SQLite's integrity check says: {problem.strip()}")
+            for run_id, identity, plugins in self.db.execute("SELECT run_id, identity, plugins FROM runs").fetchall():
+                for field, text in (("identity", identity), ("plugins", plugins)):
+                    try:
+                        json.loads(text)
+                    except (TypeError, ValueError):
+                        raise damaged(f"the {field} of run {run_id} is not JSON") from None
+        except sqlite3.DatabaseError as exc:
+            raise damaged(str(exc)) from None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -245,9 +313,11 @@ class Store:
         return {r["start"] for r in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key])}
 
     def commit(self, run_id: str, key: str, records: Mapping[str, Iterable[Any]], *,
-               start: int, stop: int, total: int, seconds: float, owner: str = "") -> None:
+               start: int, stop: int, total: int, seconds: float, owner: str = "", counted: Passes = Passes(0, 0),
+               floor: Passes = Passes(0, 0), smallest_chunk: int | None = None) -> None:
         """Records of the example range [start, stop) of a unit (by table: results, examples, gaps), its shard
-        record and the unit's progress, atomically.
+        record and the unit's progress, atomically; the passes it made (``counted``) and its ``floor`` add to
+        the unit's.
 
         ``units.done`` advances over the finished prefix only, so ranges may be committed in any order.
         """
@@ -259,9 +329,14 @@ class Store:
             for shard in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key], order_by="start"):
                 if shard["start"] <= done:
                     done = max(done, shard["stop"])
-            self.db.execute("UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ? "
-                            "WHERE run_id = ? AND unit_key = ?",
-                            [done, int(done >= total), seconds, time.time(), run_id, key])
+            self.db.execute(
+                "UPDATE units SET done = ?, finished = ?, seconds = seconds + ?, updated = ?, "
+                "counted_forward = COALESCE(counted_forward, 0) + ?, counted_backward = COALESCE(counted_backward, 0) + ?, "
+                "floor_forward = COALESCE(floor_forward, 0) + ?, floor_backward = COALESCE(floor_backward, 0) + ?, "
+                "smallest_chunk = MIN(COALESCE(smallest_chunk, ?), COALESCE(?, smallest_chunk)) "
+                "WHERE run_id = ? AND unit_key = ?",
+                [done, int(done >= total), seconds, time.time(), counted.forward, counted.backward, floor.forward,
+                 floor.backward, smallest_chunk, smallest_chunk, run_id, key])
 
     # --- claims: several processes on one grid --------------------------------------------------
     def claim(self, run_id: str, key: str, owner: Owner, stale_after: float = STALE_CLAIM_S) -> bool:

@@ -19,8 +19,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from harness_reports.comparisons import Convergence  # noqa: E402
 from harness_reports.content import Example, FlipRow, Gaps, HeatMap, ReportContent, Sweep  # noqa: E402
 
+# text.parse_math off: labels are users' plain text, and "$" in one must print as "$", not start mathtext
 plt.rcParams.update({"svg.hashsalt": "robustness-harness", "font.size": 9, "axes.spines.top": False,
-                     "axes.spines.right": False})
+                     "axes.spines.right": False, "text.parse_math": False})
 PARAMETER_NAMES = {"eps_d": "defense radius ε_d", "steps": "defense steps K", "eps": "attack radius ε"}
 
 

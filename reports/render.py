@@ -112,22 +112,25 @@ def write_report(db: str | Path, out: str | Path, formats: str | Iterable[str] =
                  run_id: str | None = None) -> list[Path]:
     """Render the report of one run (the latest by default) into ``out``; returns the files written."""
     formats = parse_formats(formats)
-    store = Store(db, readonly=True)  # refuses what is missing, not SQLite, or not ours, before anything is written
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise HarnessError(f"--out {out} is a file; the report needs a folder. Fix: pass a new or existing folder")
+    if not str(out).strip():
+        raise HarnessError("--out is empty; pass the folder the report goes into, e.g. --out results/report")
+    with Store(db, readonly=True) as store:  # refuses what is missing, not SQLite, or not ours, before any write
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise HarnessError(f"--out {out} is a file; the report needs a folder. Fix: pass a new or existing folder")
+        content = build_content(store, run_id) if Path(db).expanduser().stat().st_size \
+            else empty_content(f"{db} is empty: no run has written to it yet.")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        figures = render_figures(content, out / "figures")
+        written: list[Path] = []
+        if "html" in formats:
+            written.append(render_html(content, figures, out))
+        if "markdown" in formats:
+            written.append(render_markdown(content, figures, out))
+        if "latex" in formats:
+            written += render_latex(content, figures, out)
     except OSError as exc:
-        raise HarnessError(f"--out {out}: cannot create the report folder: {exc}") from None
-    content = build_content(store, run_id) if Path(db).expanduser().stat().st_size \
-        else empty_content(f"{db} is empty: no run has written to it yet.")
-    figures = render_figures(content, out / "figures")
-    written: list[Path] = []
-    if "html" in formats:
-        written.append(render_html(content, figures, out))
-    if "markdown" in formats:
-        written.append(render_markdown(content, figures, out))
-    if "latex" in formats:
-        written += render_latex(content, figures, out)
+        raise HarnessError(f"--out {out}: cannot write the report: {exc.strerror or exc}. Fix: free space or pass "
+                           "a writable folder; the database was only read") from None
     return written

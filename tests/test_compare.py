@@ -86,7 +86,20 @@ def test_compare_prints_the_paired_table_and_its_exit_code_follows_the_bound(two
         beyond = harness_cli("compare", "--db", str(two_precisions), "--fail-if-differs", f"{largest / 2:.4f}",
                              check=False)
         assert beyond.returncode == 1 and "differ by more than" in beyond.stdout
-    assert harness_cli("compare", "--db", str(two_precisions), "--fail-if-differs", "-1", check=False).returncode == 1
+    for bound in ("-1", "nan"):   # a bound nothing can be within is refused, not taken as "fail"
+        refused = harness_cli("compare", "--db", str(two_precisions), "--fail-if-differs", bound, check=False)
+        assert refused.returncode == 2 and "--fail-if-differs" in refused.stderr
+
+
+def test_the_exit_code_fails_a_comparison_beyond_the_bound(tmp_path, two_precisions):
+    """A run at twice the radius differs by far more than a point in its attacked cells: exit status 1."""
+    stronger = tmp_path / "stronger.toml"
+    stronger.write_text(GRID.format(precision="fp32", db=tmp_path / "stronger.sqlite", defenses=NO_RANDOM,
+                                    checkpoint=REPO / "checkpoints" / "fmnist-fgsm-rs.pt").replace("eps = 0.1", "eps = 0.2"))
+    harness_cli("run", "--grid", str(stronger), "--quiet")
+    beyond = harness_cli("compare", "--db", str(two_precisions), "--db", str(tmp_path / "stronger.sqlite"),
+                         "--fail-if-differs", "1", check=False)
+    assert beyond.returncode == 1 and "differ by more than 1 points" in beyond.stdout
 
 
 def test_compare_needs_two_runs_and_says_how_to_get_them(tmp_path, two_precisions):

@@ -89,7 +89,7 @@ BAD = [
      "missing; list at least one model. Allowed: [[models]] tables naming one of: autoattack-example, checkpoint, robustbench"),
     ("models empty", lambda t: "models = []\n" + t.split("[[models]]")[0], "models",
      "expected a non-empty list of model tables, got []"),
-    ("repeats zero", lambda t: "repeats = 0\n" + t, "repeats", "expected an integer >= 1, got 0"),
+    ("repeats zero", lambda t: "repeats = 0\n" + t, "repeats", "expected an integer >= 1 and at most 1,000, got 0"),
     ("batch size negative", lambda t: "batch_size = -4\n" + t, "batch_size", "expected an integer >= 1, got -4"),
     ("attack eps negative", lambda t: t + "eps = -0.01\n", "attacks[0].eps", "must be >= 0, got -0.01"),
     ("attack eps not a number", lambda t: t + 'eps = "half"\n', "attacks[0].eps", "expected a number, got 'half'"),
@@ -167,7 +167,9 @@ def test_cli_prints_config_errors_without_traceback(tmp_path):
     path = write(tmp_path, GOOD.replace('norm = "Linf"', 'norm = "L3"'))
     proc = harness_cli("run", "--grid", str(path), check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"harness: error: {path}: key 'norm': 'L3' is not a norm; did you mean 'L2'? Allowed: Linf, L2"
+    assert proc.stderr.strip().splitlines() == [   # the run's first line, then the one error line
+        f"harness run: loading the plugins and {path}",
+        f"harness: error: {path}: key 'norm': 'L3' is not a norm; did you mean 'L2'? Allowed: Linf, L2"]
 
 
 def test_config_values_are_never_executed(tmp_path, registry):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -45,6 +46,7 @@ steps = 2
 """
 
 
+PROGRESS = r"harness run: loading the plugins and |run [0-9a-f]{12}: \d+ work units on "
 REPORTED = '[reported]\nsource = "Wu et al., Table 5"\nmeasured_on = "CIFAR-10"\n'
 
 
@@ -117,6 +119,51 @@ def nan_checkpoint() -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+def altered_checkpoint(how: str) -> Callable[[], bytes]:
+    """The digits model's weights with one tensor replaced: without data (meta), or as integers."""
+    def make() -> bytes:
+        import io
+
+        state = torch.load(DIGITS_ROBUST, weights_only=True)
+        key = next(k for k in state if k.endswith("fc2.weight"))
+        state[key] = torch.empty(state[key].shape, device="meta") if how == "meta" else state[key].round().long()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getvalue()
+    return make
+
+
+def fifo(name: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        os.mkfifo(tmp / name)
+        return tmp / name
+    return make
+
+
+def damaged(how: str) -> Callable[[Path], list[str]]:
+    """A finished run's database, damaged in one way; then the same run again, which must not write into it."""
+    def make(tmp: Path) -> list[str]:
+        args = grid(GRID)(tmp)
+        assert main(args + ["--quiet"]) == 0
+        db = tmp / "out.sqlite"
+        if how == "corrupt":   # the units table's root page overwritten: SQLite's own check fails
+            conn = sqlite3.connect(db)
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'units'").fetchone()[0]
+            conn.close()
+            data = bytearray(db.read_bytes())
+            data[(root - 1) * size + 8:root * size - 8] = os.urandom(size - 16)
+            db.write_bytes(bytes(data))
+            return args
+        conn = sqlite3.connect(db)
+        conn.execute({"table": "DROP TABLE shards", "column": "ALTER TABLE units DROP COLUMN done",
+                      "json": "UPDATE runs SET plugins = 'not json {'"}[how])
+        conn.commit()
+        conn.close()
+        return args
+    return make
 
 
 def db_file(content: Callable[[Path], None]) -> Callable[[Path], list[str]]:
@@ -324,6 +371,57 @@ CASES = [
     Case("reported accuracy as text", extra(REPORTED + '[reported.accuracy.robust]\nnone = { pgd = "40" }\n'),
          "key 'reported.accuracy.robust.none.pgd'", "0 to 100"),
     Case("reported without source", extra('[reported]\nmeasured_on = "CIFAR-10"\n'), "key 'reported.source'", "missing"),
+    # values of the wrong kind, and sizes that cannot mean anything
+    Case("preset a list", grid('preset = ["paper"]\n' + GRID), "key 'preset'"),
+    Case("plugin a number", grid_with('plugin = "pgd"', "plugin = 5"), "key 'attacks[0].plugin'", "a string"),
+    Case("plugin a table", grid_with('plugin = "pgd"', "plugin = { a = 1 }"), "key 'attacks[0].plugin'"),
+    Case("arrays nested 3,000 deep", grid("x = " + "[" * 3000 + "]" * 3000 + "\n" + GRID), "(syntax)", "nested"),
+    Case("repeats a billion", grid("repeats = 1000000000\n" + GRID), "key 'repeats'", "at most"),
+    Case("L2 radius beyond the image box", grid_with('norm = "Linf"\neps = 0.1', 'norm = "L2"\neps = 1e6'), "key 'eps'",
+         "larger than the whole image box"),
+    Case("hedge radius 5", extra('[[defenses]]\nplugin = "hedge"\neps_d = 5\n'), "key 'defenses[0].eps_d'", "[0, 1]"),
+    Case("noise radius 1e9", extra('[[defenses]]\nplugin = "random"\neps_d = 1e9\n'), "key 'defenses[0].eps_d'"),
+    Case("square p_init 0", extra('[[attacks]]\nplugin = "square"\np_init = 0\n'), "key 'attacks[1]'", "p_init"),
+    Case("confidence with the ce loss", extra("confidence = 0.0\n"), "key 'attacks[0]'", "confidence"),
+    Case("labels alike after Unicode normalisation", extra('label = "pgd"\n[[attacks]]\nplugin = "pgd"\nlabel = "ｐｇｄ"\n'),
+         "key 'attacks[1].label'", "reads as 'pgd'"),
+    Case("an attack labelled as the clean baseline", extra('label = "clean"\n'), "key 'attacks[0].label'",
+         "clean baseline"),
+    Case("torchattacks keyword of the wrong type", extra('[[attacks]]\nplugin = "torchattacks"\nname = "PGD"\nsteps = "ten"\n'),
+         "key 'attacks[1]'", "steps = 'ten'"),
+    Case("torchattacks eps outside the threat model", extra('[[attacks]]\nplugin = "torchattacks"\nname = "PGD"\nkwargs = { eps = 0.5 }\n'),
+         "key 'attacks[1]'", "outside the grid's threat model"),
+    Case("apgd-t targets more classes than the data has", extra('[[attacks]]\nplugin = "apgd-t"\nn_target_classes = 12\n'),
+         "apgd-t", "at most 9"),
+    # files that are not regular files, and damaged databases of ours
+    Case("grid is a FIFO", lambda t: ["run", "--grid", str(fifo("grid.toml")(t))], "grid.toml", "not a regular file"),
+    Case("checkpoint is a FIFO", lambda t: model(path=str(fifo("weights.pt")(t)))(t), "weights.pt", "not a regular file"),
+    Case("db is a FIFO", lambda t: grid(GRID)(t)[:3] + ["--db", str(fifo("fifo.sqlite")(t))], "fifo.sqlite",
+         "not a regular file"),
+    Case("checkpoint with meta tensors", checkpoint_file(altered_checkpoint("meta")), "weights.pt", "meta device"),
+    Case("checkpoint with int64 weights", checkpoint_file(altered_checkpoint("int64")), "weights.pt", "integer values"),
+    Case("db with a table dropped", damaged("table"), "out.sqlite", "damaged", "'shards' is missing"),
+    Case("db with a column dropped", damaged("column"), "out.sqlite", "damaged", "done"),
+    Case("db with a run record that is not JSON", damaged("json"), "out.sqlite", "damaged", "not JSON"),
+    Case("db failing SQLite's integrity check", damaged("corrupt"), "out.sqlite"),
+    # the command line
+    Case("attacks option naming nothing", lambda t: grid(GRID)(t) + ["--attacks", ","], "--attacks", "names no label"),
+    Case("dry run and estimate together", lambda t: grid(GRID)(t) + ["--dry-run", "--estimate"], "--dry-run", "--estimate"),
+    Case("shard size not a multiple of the batch", lambda t: grid(GRID)(t) + ["--executor", "ray", "--shard-size", "7"],
+         "--shard-size 7", "multiple"),
+    Case("threads zero", lambda t: grid(GRID)(t) + ["--threads", "0"], "--threads"),
+    Case("report out empty", with_run("report", "--db", "{tmp}/out.sqlite", "--out", ""), "--out is empty"),
+    Case("compare bound NaN", with_run("compare", "--db", "{tmp}/out.sqlite", "--fail-if-differs", "nan"),
+         "--fail-if-differs"),
+    Case("compare bound negative", with_run("compare", "--db", "{tmp}/out.sqlite", "--fail-if-differs", "-1"),
+         "--fail-if-differs"),
+    Case("train eps NaN", cli("train", "--dataset", "digits", "--eps", "nan", "--out", "{tmp}/m.pt"), "--eps"),
+    Case("train learning rate negative", cli("train", "--dataset", "digits", "--lr", "-1", "--out", "{tmp}/m.pt"), "--lr"),
+    Case("train batch size zero", cli("train", "--dataset", "digits", "--batch-size", "0", "--out", "{tmp}/m.pt"),
+         "--batch-size"),
+    Case("train device gpu", cli("train", "--dataset", "digits", "--device", "gpu", "--out", "{tmp}/m.pt"), "--device 'gpu'"),
+    Case("train n-test negative", cli("train", "--dataset", "digits", "--n-test", "-5", "--out", "{tmp}/m.pt"), "--n-test"),
+    Case("train out a directory", cli("train", "--dataset", "digits", "--out", "{tmp}"), "--out", "is a directory"),
 ]
 
 
@@ -341,7 +439,8 @@ def test_malformed_input_gets_one_clear_line(case, tmp_path, capsys):
     capsys.readouterr()
     code = main(argv)
     out, err = capsys.readouterr()
-    lines = [line for line in err.splitlines() if line.strip()]
+    # a run's first progress lines come before any check; everything else on stderr is the one error line
+    lines = [line for line in err.splitlines() if line.strip() and not re.match(PROGRESS, line)]
     assert code == 2, (code, out, err)
     assert len(lines) == 1 and lines[0].startswith("harness: error: "), err
     assert "Traceback" not in err + out
@@ -373,20 +472,44 @@ def test_a_broken_pipe_is_not_an_error():
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
 
 
-def test_ctrl_c_during_a_run_is_one_line_and_resumable(tmp_path):
-    import signal
-    import time
+INTERRUPTED = "harness: interrupted; every committed batch is kept, and the same command resumes"
+# a line the harness prints at each stage: while importing the plugins, once the run is prepared (data and models
+# loaded, units recorded), and after the first unit (between units, or inside the next one's first batch)
+STAGES = {"importing": "harness run: loading the plugins", "prepared": "grid: ", "between units": "finished "}
 
-    (tmp_path / "grid.toml").write_text(GRID.replace("steps = 2", "steps = 200").replace("n_examples = 20", "n_examples = 200"))
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--grid", str(tmp_path / "grid.toml"), "--db",
-                             str(tmp_path / "out.sqlite"), "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "out.sqlite").exists():
-        time.sleep(0.2)
-    time.sleep(3)
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ctrl_c_at_any_stage_is_one_line_exit_130_and_resumable(tmp_path, stage):
+    import signal
+
+    (tmp_path / "grid.toml").write_text(GRID.replace("steps = 2", "steps = 300").replace("n_examples = 20", "n_examples = 200"))
+    args = [sys.executable, "-m", "harness.cli", "run", "--grid", str(tmp_path / "grid.toml")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args + ["--db", str(tmp_path / "out.sqlite")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in proc.stdout:        # wait for the stage's line, not for a guessed time
+        seen.append(line)
+        if line.startswith(STAGES[stage]):
+            break
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    lines = [line for line in err.decode().splitlines() if line.strip()]
-    assert proc.returncode == 130 and lines == ["harness: interrupted; every committed batch is kept, and the same "
-                                                "command resumes"], err.decode()
+    rest, _ = proc.communicate(timeout=120)
+    lines = [line for line in ("".join(seen) + rest).splitlines() if line.strip()]
+    assert proc.returncode == 130, lines
+    assert lines[-1] == INTERRUPTED and sum(INTERRUPTED in line for line in lines) == 1, lines
+    assert not any("Traceback" in line or line.startswith("harness: error") for line in lines), lines
+    # the same command resumes, and the rows equal those of a run never interrupted
+    for db in ("out.sqlite", "whole.sqlite"):
+        done = subprocess.run(args + ["--db", str(tmp_path / db), "--quiet"], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    resumed, whole = (_result_rows(tmp_path / db) for db in ("out.sqlite", "whole.sqlite"))
+    assert len(whole) == 2 * 200 and resumed == whole
+
+
+def _result_rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT unit_key, defense, idx, pred, vote_frac, linf FROM results ORDER BY unit_key, defense, "
+                            "idx").fetchall()
+    finally:
+        conn.close()

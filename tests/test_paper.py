@@ -186,7 +186,7 @@ def test_random_noise_under_the_preset_is_the_released_noise(registry, cifar, ci
     from harness.defended import predict_defended
 
     noise = paper(registry, "random", kind=Kind.DEFENSE)
-    ours = predict_defended(cifar_robust, noise, cifar.x, 1, gen(4)).pred
+    ours = predict_defended(cifar_robust, noise, cifar.x, 1, lambda draw: gen(4)).pred
     assert torch.equal(ours, released.released_random_noise(cifar_robust, cifar.x, gen(4)))
     unclipped = noise.purify(cifar_robust, cifar.x, generator=gen(4))
     assert unclipped.min() < 0 or unclipped.max() > 1   # the released noise leaves the image box

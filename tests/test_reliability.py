@@ -20,6 +20,7 @@ from conftest import DIGITS_ROBUST, DIGITS_STANDARD, REPO, digits_grid, harness_
 from harness.config import load_grid
 from harness.errors import DataError, StoreError
 from harness.plan import plan
+from harness.records import SCHEMA_VERSION
 from harness.runner import Runner, run_grid
 from harness.store import Store
 
@@ -211,7 +212,8 @@ def test_a_checkpoint_with_code_is_refused_by_every_model_plugin(tmp_path, monke
 
 
 def test_a_database_of_the_previous_schema_is_read_as_it_is_and_upgraded_only_when_written(tmp_path):
-    """Version 2 lacked runs.reported: show and report read it untouched; a run into it adds the column."""
+    """Version 2 lacked runs.reported (and the units' pass counts, results.draws): show and report read it
+    untouched; a run into it adds the columns."""
     old = tmp_path / "v2.sqlite"
     shutil.copy(REPO / "tests" / "golden" / "run.sqlite", old)
     with sqlite3.connect(old) as conn:
@@ -223,8 +225,11 @@ def test_a_database_of_the_previous_schema_is_read_as_it_is_and_upgraded_only_wh
     assert store.run().reported is None and not store.results(store.run().run_id).empty
     harness_cli("show", "--db", str(old))
     assert old.read_bytes() == before                              # reading never upgrades
-    Store(old)                                                      # a writer adds what version 3 has
+    Store(old)                                                      # a writer adds what this version has
     with sqlite3.connect(old) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "reported" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        assert {"counted_forward", "floor_backward", "smallest_chunk"} <= {
+            row[1] for row in conn.execute("PRAGMA table_info(units)")}
+        assert "draws" in {row[1] for row in conn.execute("PRAGMA table_info(results)")}
     assert Store(old, readonly=True).run().run_id == store.run().run_id

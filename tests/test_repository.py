@@ -4,10 +4,11 @@ repository speaks of the project only."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import subprocess
-import venv
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,13 +84,10 @@ def test_the_history_check_can_fail(parts):
 
 
 def test_installed_names_do_not_clash_with_a_top_level_reports_package(tmp_path):
-    """A venv that sees this machine's packages, with the project installed beside a package whose top-level
-    module is called ``reports`` (PyPI has one): both import, and ``harness plugins`` lists the built-ins."""
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    """The project installed (not editable) beside a package whose top-level modules are called ``reports`` and
+    ``plugins`` (PyPI has such packages): both import, and ``harness plugins`` lists the built-ins from the installed
+    copy. Self-sufficient: pip builds both in isolated build environments (setuptools from the index), installs them
+    into a folder of their own, and this interpreter, which has the dependencies, imports from that folder first."""
     other = tmp_path / "other"
     (other / "reports").mkdir(parents=True)
     (other / "reports" / "__init__.py").write_text("WHO = 'the other reports package'\n")
@@ -104,17 +102,18 @@ def test_installed_names_do_not_clash_with_a_top_level_reports_package(tmp_path)
         shutil.copy(REPO / name, source / name)
     for name in ("harness", "plugins", "reports"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for project in (source, other):  # the venv's python runs the machine's pip, so it installs into the venv
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                               str(project)], capture_output=True, text=True, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-    check = subprocess.run([str(python), "-c", "import reports, plugins, harness_reports.render, harness_plugins.attacks, "
-                            "harness; print(reports.WHO, '|', plugins.WHO, '|', harness.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path)
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                           str(source), str(other)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    check = subprocess.run([sys.executable, "-c", "import reports, plugins, harness_reports.render, "
+                            "harness_plugins.attacks, harness; print(reports.WHO, '|', plugins.WHO, '|', harness.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert check.returncode == 0, check.stderr
     assert "the other reports package | the other plugins package" in check.stdout
     assert check.stdout.strip().endswith(f"{site}/harness/__init__.py")      # the installed copy, not the checkout
-    listing = subprocess.run([str(env_dir / "bin" / "harness"), "plugins", "--kind", "defense"],
-                             capture_output=True, text=True, cwd=tmp_path)
+    listing = subprocess.run([sys.executable, "-m", "harness.cli", "plugins", "--kind", "defense"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env)
     assert listing.returncode == 0, listing.stderr
     assert "hedge  —  Hedge Defense" in listing.stdout and "[robustness-harness" in listing.stdout

@@ -19,10 +19,10 @@ import sqlite_utils
 import torch
 
 from conftest import REPO, digits_grid, harness_cli
-from harness.config import load_grid
+from harness.config import identity_hash, load_grid
 from harness.errors import AttackOutputError, PluginCrash, PluginError
 from harness.hookspecs import hookimpl
-from harness.interfaces import Attack, AttackOutput
+from harness.interfaces import Attack, AttackOutput, Defense
 from harness.registry import Registry
 from harness.runner import run_grid
 from harness.specs import Kind, param, spec_from_dataclass
@@ -82,8 +82,47 @@ class BadAttack(Attack):
             return x + 0.5 * threat.eps  # in the ball, but above 1 where x is near 1
         if self.how == "shape":
             return x[:, :, :4]
+        if self.how == "swap":  # two rows of a weight swapped: sums and sums of squares stay the same
+            weight = next(p for p in model.parameters() if p.dim() >= 2)
+            with torch.no_grad():
+                weight.data[[0, 1]] = weight.data[[1, 0]]
+            return x.clone()
+        if self.how == "hook":
+            model.register_forward_hook(lambda module, args, out: out * 0)
+            return x.clone()
+        if self.how == "forward":
+            original = model.forward
+            model.forward = lambda inputs: original(inputs) * 0
+            return x.clone()
+        if self.how == "submodule":  # only a submodule switched to train mode (batch-norm would update)
+            list(model.modules())[2].train()
+            return x.clone()
+        if self.how == "buffer":
+            model.register_buffer("stolen", torch.zeros(1))
+            return x.clone()
+        if self.how == "exit":
+            raise SystemExit(0)
+        if self.how == "widen":  # widen the frozen threat model it was handed, then step outside the real one
+            object.__setattr__(threat, "eps", 1.0)
+            return (x + 0.5).clamp(0, 1)
         model.train()
         return x
+
+
+@dataclass(frozen=True)
+class BadDefense(Defense):
+    """Deliberately broken predictions: NaN logits, or one column more than the dataset has classes."""
+
+    how: str = param("nan")
+
+    def purify(self, model, x, *, generator, differentiable=False):
+        return x
+
+    def logits(self, model, x, *, generator, differentiable=False):
+        out = model(x)
+        if self.how == "nan":
+            return out.masked_fill(torch.arange(len(x))[:, None] == 1, float("nan"))
+        return torch.cat([out, out[:, :1] + 100], dim=1)   # "class 10" would win everywhere
 
 
 def _test_plugins() -> types.ModuleType:
@@ -94,7 +133,12 @@ def _test_plugins() -> types.ModuleType:
         return [spec_from_dataclass(CountingPGD, name="counting-pgd", kind=Kind.ATTACK),
                 spec_from_dataclass(BadAttack, name="bad", kind=Kind.ATTACK)]
 
+    @hookimpl
+    def harness_defenses():
+        return [spec_from_dataclass(BadDefense, name="bad-defense", kind=Kind.DEFENSE)]
+
     module.harness_attacks = harness_attacks
+    module.harness_defenses = harness_defenses
     return module
 
 
@@ -160,6 +204,13 @@ def test_worst_case_ignores_examples_missing_an_attack(tmp_path, registry):
     ("float64", r"attack 'bad' returned a torch.float64 tensor on cpu; the input is torch.float32 on cpu"),
     ("queries", r"attack 'bad' returned queries of shape \(3,\); expected one count per example, shape \(20,\)"),
     ("raises", r"attack 'bad' \(plugin 'bad'\) raised ValueError: the plugin's own bug"),
+    ("swap", r"plugin 'bad' changed the model's weights or buffers \(1 tensors\)"),
+    ("hook", r"plugin 'bad' added, removed or replaced a hook or a forward method"),
+    ("forward", r"plugin 'bad' added, removed or replaced a hook or a forward method"),
+    ("submodule", r"plugin 'bad' switched the submodule '[\w.]+' to train mode"),
+    ("buffer", r"plugin 'bad' changed which tensors the model holds \(added: stolen"),
+    ("exit", r"attack 'bad' \(plugin 'bad'\) raised SystemExit"),
+    ("widen", r"attack 'bad' left the threat model: .* > eps 0\.100000"),
 ])
 def test_runner_rejects_a_bad_attack_and_records_nothing_for_it(tmp_path, registry_plus, how, message):
     attacks = (f'[[attacks]]\nplugin = "bad"\nhow = "{how}"\n'
@@ -170,6 +221,20 @@ def test_runner_rejects_a_bad_attack_and_records_nothing_for_it(tmp_path, regist
         run_grid(grid, registry_plus, store=store, progress=False)
     rows = store.results(grid.run_id)
     assert set(rows["attack"]) == {"clean"}  # the bad unit committed no row, and the run stopped before pgd
+    assert identity_hash(grid.identity())[:12] == grid.run_id   # the grid it was handed a copy of is untouched
+
+
+@pytest.mark.parametrize("how,message", [
+    ("nan", r"defense 'bad-defense' returned NaN or infinite logits \(first at input 1\)"),
+    ("columns", r"defense 'bad-defense' returned logits of shape \(20, 11\); expected \(20, 10\)"),
+])
+def test_runner_rejects_a_bad_defense_and_records_nothing_for_it(tmp_path, registry_plus, how, message):
+    grid = load_grid(digits_grid(tmp_path, n=40, defenses=f'[[defenses]]\nplugin = "bad-defense"\nhow = "{how}"\n'),
+                     registry_plus)
+    store = Store(grid.db)
+    with pytest.raises(PluginError, match=message):
+        run_grid(grid, registry_plus, store=store, progress=False)
+    assert store.results(grid.run_id).empty   # the clean unit stopped at its first batch: nothing recorded
 
 
 def test_a_plugins_exception_shows_its_traceback_under_a_line_naming_the_plugin(tmp_path, capsys, monkeypatch):

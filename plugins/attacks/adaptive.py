@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from harness.interfaces import Attack, DefendedModel, Defense, Passes, through_defense
 from harness.specs import param
 from harness.threat import ThreatModel
-from harness_plugins.attacks.autoattack_bridge import APGDTargeted
+from harness_plugins.attacks.autoattack_bridge import APGDTargeted, check_targets
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
@@ -59,6 +59,11 @@ class Adaptive(Attack):
             grid's ``votes`` draws of the grid's defense, as the runner scores it, and target classes
             ranked by the draws' mean softmax. "single-draw": pyautoattack's own loop, which drops an
             example after one lucky draw (kept to show the difference). Default: "vote".
+        checks ("sequential" | "full"): how a "vote" check is paid for. "sequential": the runner's exact
+            sequential vote, which stops drawing once the majority is certain; "full": every check pays all
+            ``votes`` draws. Both decide every check alike, and rank targets and unbroken candidates by the
+            first ⌈votes/2⌉ draws, which both make, so they return the same points; "full" is kept to show
+            that the cheaper checks lose nothing. Default: "sequential".
 
     A ladder (``ladder = k`` in its grid entry) doubles, in turn, the iterations, the EOT draws and the
     defense's steps inside the attack.
@@ -82,6 +87,12 @@ class Adaptive(Attack):
     defense_steps_in_attack: int | None = param(5, "an iterative defense's steps inside the attack (Croce et al.: 5); "
                                                  "None: all of them", minimum=0)
     success: Literal["vote", "single-draw"] = param("vote", "success check on random defenses: majority vote or one draw")
+    checks: Literal["sequential", "full"] = param("sequential", "a vote check stops once its majority is certain, "
+                                                  "or pays every draw (the same decisions)")
+
+    def check_data(self, num_classes: int) -> None:
+        if self.loss == "dlr-targeted":
+            check_targets(self, self.n_target_classes, num_classes)
 
     def _library(self, model: nn.Module, threat: ThreatModel, seed: int, device: torch.device, randomized: bool):
         eot = self.eot if randomized else 1
@@ -130,10 +141,11 @@ class Adaptive(Attack):
         adv = x.clone()
         with isolated_rng(seed, x.device):
             attack.init_hyperparam(x)
-            clean = scorer.predict(x)
+            sequential = self.checks == "sequential"
+            clean = scorer.predict(x, sequential=sequential)
             robust = clean.pred == y
-            wrong_share = wrong_draws(clean, y)
-            ranking = clean.probabilities.sort(dim=1).indices  # targets: the 2nd … most likely, over the draws
+            wrong_share = clean.first_wrong(y)
+            ranking = clean.probabilities.sort(dim=1).indices  # targets: the 2nd … most likely, over the first draws
             for target in targets:
                 for _ in range(self.n_restarts):
                     todo = robust.nonzero().flatten()
@@ -148,8 +160,8 @@ class Adaptive(Attack):
                         if not mask.any():
                             continue
                         chosen, index = candidate[mask].detach(), todo[mask]
-                        scored = scorer.predict(chosen)
-                        broken, share = scored.pred != y[index], wrong_draws(scored, y[index])
+                        scored = scorer.predict(chosen, sequential=sequential)
+                        broken, share = scored.pred != y[index], scored.first_wrong(y[index])
                         keep = broken | (share > wrong_share[index])  # else the point most draws got wrong so far
                         adv[index[keep]], wrong_share[index[keep]] = chosen[keep], share[keep]
                         robust[index[broken]] = False
@@ -173,11 +185,16 @@ class Adaptive(Attack):
         checks = 1 + 2 * self._runs()
         return attack + (defense.passes() + Passes(1, 0)) * (defense.draws(votes) * checks)
 
+    def defended_floor(self, threat: ThreatModel, defense: Defense) -> Passes:
+        """Iterations × runs (targets × restarts) × EOT draws, each through the in-attack defense and the model:
+        the loop itself, without the library's extra evaluations or the scored checks of candidates."""
+        k = self.n_iter * self._runs() * (self.eot if defense.randomized else 1)
+        inside = defense.for_attack(self.defense_steps_in_attack).passes()
+        return Passes(k * (inside.forward + 1), k * (inside.backward + 1))
+
+    def floor(self, threat: ThreatModel) -> Passes:
+        k = self.n_iter * self._runs()
+        return Passes(k, k)
+
     def scaled(self, factor: int) -> Adaptive:
         return double_in_turn(self, factor, ("n_iter", "eot", "defense_steps_in_attack"))
-
-
-def wrong_draws(predictions, y: Tensor) -> Tensor:
-    """Draws that miss y: 1 − vote share when the majority is y (exact); the vote share otherwise (a lower bound)."""
-    right = predictions.pred == y
-    return torch.where(right, 1 - predictions.vote_frac, predictions.vote_frac)

@@ -14,10 +14,19 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
+from harness.errors import PluginError
 from harness.interfaces import Access, Attack, AttackOutput, Passes
 from harness.specs import param
 from harness.threat import ThreatModel
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
+
+
+def check_targets(attack: Attack, n_target_classes: int, num_classes: int) -> None:
+    """A targeted attack tries the 2nd … (k+1)-th most likely classes: the dataset must have k + 1 classes."""
+    if n_target_classes > num_classes - 1:
+        raise PluginError(f"{type(attack).__name__} targets n_target_classes = {n_target_classes} classes, but the "
+                          f"dataset has {num_classes} classes, so at most {num_classes - 1} other ones. Set "
+                          f"n_target_classes to at most {num_classes - 1}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,9 @@ class APGDTargeted(Attack):
         with isolated_rng(seed, x.device):
             return attack.perturb(x, y).detach()
 
+    def check_data(self, num_classes: int) -> None:
+        check_targets(self, self.n_target_classes, num_classes)
+
     def library_attack(self, model: nn.Module, threat: ThreatModel, seed: int, device: torch.device):
         """pyautoattack's ``APGDAttack_targeted`` with these hyper-parameters, around ``model``."""
         from pyautoattack.autopgd_base import APGDAttack_targeted
@@ -150,6 +162,9 @@ class FABTargeted(Attack):
         with isolated_rng(seed, x.device):
             return attack.perturb(x, y).detach()
 
+    def check_data(self, num_classes: int) -> None:
+        check_targets(self, self.n_target_classes, num_classes)
+
     def passes(self, threat: ThreatModel) -> Passes:
         k = self.n_iter * self.n_target_classes * self.n_restarts
         return Passes(2 * k + 1, k * 10)  # FAB takes the full Jacobian: one backward per class
@@ -189,6 +204,11 @@ class Square(Attack):
     n_queries: int = param(5000, "query budget per example", minimum=1)
     p_init: float = param(0.8, "initial fraction of pixels per square", minimum=0, maximum=1)
     unbroken: Literal["last", "clean"] = param("last", "an unbroken example: the search's last point, or the clean x")
+
+    def check(self) -> None:
+        if self.p_init <= 0:
+            raise PluginError(f"square p_init = {self.p_init!r}: the first squares would cover no pixel. Set p_init in "
+                              "(0, 1], e.g. 0.8 (the paper's L∞ value)")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> AttackOutput:

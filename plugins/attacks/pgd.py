@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
+from harness.errors import PluginError
 from harness.interfaces import Attack, Passes
 from harness.losses import cross_entropy, cw_margin, released_cw
 from harness.sign_gradient import ascend
@@ -69,6 +70,11 @@ class PGD(Attack):
     loss: Literal["ce", "cw"] = param("ce", "cross-entropy or the CW margin loss")
     confidence: float | None = param(None, "loss 'cw': None, the plain margin; κ, the released clamped cw_loss")
     restarts: int = param(1, "runs from fresh random starts; broken if any run breaks it", minimum=1)
+
+    def check(self) -> None:
+        if self.loss == "ce" and self.confidence is not None:
+            raise PluginError(f"confidence = {self.confidence!r} is the CW loss's κ; with loss = 'ce' it would be "
+                              "ignored. Remove confidence, or set loss = \"cw\"")
 
     def resolved_step(self, threat: ThreatModel) -> float:
         return default_step(threat, self.step_size)

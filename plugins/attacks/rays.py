@@ -50,6 +50,7 @@ class RayS(Attack):
     display_name: ClassVar[str] = "RayS"
 
     access: ClassVar[Access] = Access.BLACK_BOX
+    norms: ClassVar[tuple[Norm, ...]] = (Norm.LINF,)
 
     n_queries: int = param(10000, "query budget per example", minimum=1)
     early_stop: bool = param(False, "stop an example at its first boundary within ε (the official code does not)")

@@ -20,6 +20,20 @@ from harness_plugins.attacks.seeded import isolated_rng, seed_from
 _BLACK_BOX = frozenset({"Square", "Pixle", "OnePixel", "SPSA", "GN"})
 
 
+def _kind_of(default: object) -> type | None:
+    """The type a keyword must have, read off its default (None where the default says nothing); a number's
+    default admits any number (torchattacks' CW has c=1 and takes c=0.5)."""
+    if type(default) in (int, float):
+        return float
+    return type(default) if type(default) in (bool, str) else None
+
+
+def _is_kind(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is kind
+
+
 @dataclass(frozen=True, kw_only=True)
 class TorchAttacks(Attack):
     r"""A bridge to torchattacks: ``{plugin = "torchattacks", name = "MIFGSM", steps = 10}``.
@@ -68,6 +82,21 @@ class TorchAttacks(Attack):
         if unknown:
             raise PluginError(f"torchattacks.{self.name} takes no keyword {unknown[0]!r}{suggest(unknown[0], accepted)}; "
                               f"it takes: {', '.join(accepted)}")
+        defaults = {name: p.default for name, p in inspect.signature(self.attack_class().__init__).parameters.items()}
+        for key, value in (self.kwargs or {}).items():
+            expected = _kind_of(defaults.get(key))
+            if expected is not None and not _is_kind(value, expected):
+                raise PluginError(f"torchattacks.{self.name} keyword {key} = {value!r}: expected "
+                                  f"{ {float: 'a number', bool: 'true or false', str: 'a string'}[expected]} "
+                                  f"(its default is {defaults[key]!r})")
+
+    def check_threat(self, threat: ThreatModel) -> None:
+        super().check_threat(threat)
+        eps = (self.kwargs or {}).get("eps")
+        if isinstance(eps, (int, float)) and eps > threat.eps + 1e-12:
+            raise PluginError(f"torchattacks.{self.name} eps = {eps!r} lies outside the grid's threat model "
+                              f"({threat.norm.value}, eps {threat.eps:.6g}); its outputs would be rejected. Remove eps "
+                              "(the grid's is passed) or give the entry eps of its own")
 
     def build(self, model: nn.Module, threat: ThreatModel):
         cls = self.attack_class()

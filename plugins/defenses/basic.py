@@ -36,7 +36,7 @@ class RandomNoise(Defense):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"eps_d": 0.031, "clip": False}}
 
     randomized: ClassVar[bool] = True
-    eps_d: float = param(8 / 255, "half-width of the uniform noise", minimum=0)
+    eps_d: float = param(8 / 255, "half-width of the uniform noise", minimum=0, maximum=1)
     clip: bool = param(True, "clip the noisy input to [0,1] (the released code does not)")
 
     def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,

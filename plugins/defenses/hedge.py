@@ -50,7 +50,8 @@ class Hedge(Defense):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"predict": "released"}}
 
     randomized: ClassVar[bool] = True
-    eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')", minimum=0)
+    eps_d: float | None = param(None, "radius of the defense's L∞ ball; None: 8/255 (0.031 with predict='released')",
+                                minimum=0, maximum=1)
     steps: int = param(20, "K, the number of ascent steps", minimum=0)
     step_size: float | None = param(None, "η; None: 4/255 (0.007 with predict='released')", minimum=0)
     random_init: bool = param(True, "start from x' + ε_d·U(−1,1)")

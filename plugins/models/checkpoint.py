@@ -23,6 +23,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a plain tensor state_dict; a file that would run code when unpickled is refused."""
     if not path.exists():
         raise DataError(f"checkpoint {path} not found. Fix: set path = \"...\" to an existing weights file")
+    if not path.is_file() and not path.is_dir():  # a FIFO or a device would block the read, or never end
+        raise DataError(f"checkpoint {path} is not a regular file (a pipe, socket or device); pass the weights file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -39,6 +41,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise DataError(f"checkpoint {path} does not hold a state_dict of tensors")
+    meta = [k for k, v in obj.items() if v.is_meta]
+    if meta:
+        raise DataError(f"checkpoint {path} holds tensors without data (on the meta device: {', '.join(meta[:3])}); "
+                        "it was saved from a model that was never materialised. Save the trained weights instead")
     for prefix in _STRIP_PREFIXES:
         if obj and all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
@@ -57,10 +63,13 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, *,
     unexpected = [k for k in state if k not in expected]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
                   if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mismatched:
+    wrong_type = [f"{k} holds {state[k].dtype} values for a {v.dtype} tensor" for k, v in expected.items()
+                  if k in state and v.is_floating_point() and not state[k].is_floating_point()]
+    if missing or unexpected or mismatched or wrong_type:
         parts = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
                  for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                     ("shape mismatch (file vs model)", mismatched)) if keys]
+                                     ("shape mismatch (file vs model)", mismatched),
+                                     ("integer values for floating-point weights", wrong_type)) if keys]
         raise DataError(f"checkpoint {path} does not fit the architecture: " + "; ".join(parts))
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
 

@@ -163,15 +163,34 @@ def _arguments(p) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _check_arguments(args) -> None:
+    """Every argument that cannot mean anything is refused before a dataset is read."""
+    import math
+
+    for name, value, low, high in (("--eps", args.eps, 0, 1), ("--lr", args.lr, 0, None), ("--beta", args.beta, 0, None)):
+        if not math.isfinite(value) or value < low or (high is not None and value > high) or (name == "--lr" and value == 0):
+            bound = f"in [{low}, {high}]" if high is not None else f"> {low}" if name == "--lr" else f">= {low}"
+            raise HarnessError(f"{name} must be a finite number {bound}; got {value}")
+    for name, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--n-test", args.n_test)):
+        if value < 1:
+            raise HarnessError(f"{name} must be >= 1; got {value}")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise HarnessError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"--device {args.device} was asked for but torch sees no GPU here; use --device cpu")
+    out = Path(args.out)
+    if out.is_dir() or not out.name:
+        raise HarnessError(f"--out {args.out} is a directory; pass the weights file to write, e.g. --out model.pt")
+
+
 def _run(args, registry: Registry) -> int:
     import sys
 
+    _check_arguments(args)
     spec = registry.get(Kind.DATASET, args.dataset)
     dataset = spec.factory(**({"root": args.dataset_root} if args.dataset_root else {}))
     train_x, train_y = dataset.train_arrays()
     test = dataset.load(args.n_test)
-    if args.epochs < 1 or args.eps < 0:
-        raise HarnessError(f"--epochs must be >= 1 and --eps >= 0; got {args.epochs} and {args.eps}")
     cfg = TrainConfig(arch=args.arch, dataset=args.dataset, out=args.out, method=args.method, eps=args.eps,
                       beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       device=args.device)

@@ -1,0 +1,36 @@
+"""The passes a unit actually makes through the model, counted where they happen.
+
+The plan's cost (``Attack.passes``) is what a plugin declares; this is what it did. Every call of the
+model, by the attack, a library inside it, a defense or the runner, goes through one counter.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from harness.cost import Passes
+
+
+class PassCounter(nn.Module):
+    """The model, counting in images: a forward pass per input row, and a backward pass per row whose logits
+    a gradient flowed back through (``torch.autograd.grad`` and ``backward`` alike; twice if taken twice)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)
+        self.forward_rows = 0
+        self.backward_rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        self.forward_rows += x.shape[0]
+        if out.requires_grad:
+            out.register_hook(self._count_backward)
+        return out
+
+    def _count_backward(self, grad: Tensor) -> None:
+        self.backward_rows += grad.shape[0]
+
+    def counted(self) -> Passes:
+        return Passes(self.forward_rows, self.backward_rows)
