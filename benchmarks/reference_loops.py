@@ -19,8 +19,9 @@ def uniform(x, eps, generator):
     return x + torch.empty_like(x).uniform_(-eps, eps, generator=generator)
 
 
-def released_hedge(model, X, generator, steps=20, step_size=0.007, epsilon=0.031):
-    """HedgeDefense.hedge_defense; returns the predicted labels (argmax of the logits summed over iterates 1 … K−1).
+def released_hedge(model, X, generator, steps=20, step_size=0.007, epsilon=0.031, summed=False):
+    """HedgeDefense.hedge_defense; returns the predicted labels (argmax of the logits summed over iterates 1 … K−1),
+    or with ``summed=True`` that sum itself.
 
     As released: a random start that is not clipped to [0,1], KL(uniform ‖ softmax) with
     ``loss.backward()`` (so the weights get gradients too)."""
@@ -35,7 +36,7 @@ def released_hedge(model, X, generator, steps=20, step_size=0.007, epsilon=0.031
         loss.backward()
         X_hedge = X_hedge.detach() + step_size * X_hedge.grad.sign()
         X_hedge = torch.clamp(X + torch.clamp(X_hedge - X, -epsilon, epsilon), 0, 1)
-    return sum_pred.detach().argmax(1)
+    return sum_pred.detach() if summed else sum_pred.detach().argmax(1)
 
 
 def released_cw_loss(logits, y, confidence=0):

@@ -80,7 +80,6 @@ def flop_counts(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int
 def bench(model_fp32: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, setting: Compute, k: int, repeats: int,
           device: torch.device) -> dict:
     model = setting.prepare_model(model_fp32)
-    x = setting.prepare_inputs(x)
     threat = ThreatModel(Norm.LINF, 8 / 255)
     gen = lambda: torch.Generator(device=device).manual_seed(0)  # noqa: E731
 

@@ -44,11 +44,13 @@ def worst_columns(run: RunRecord) -> dict[str, list[str] | None]:
     return {WORST_TRANSFER: [a for a in attacks if a not in adaptive], WORST_ADAPTIVE: attacks if adaptive else None}
 
 
-def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean and sample standard deviation (ddof=1; 0 for a single repeat) of ``acc`` over repeats, in %,
-    with the number of repeats and the fewest examples any repeat's accuracy was taken over."""
+def mean_std(frame: pd.DataFrame, keys: list[str], ddof: int = 1) -> pd.DataFrame:
+    """Mean and standard deviation (``ddof`` 1, the sample one, by default; NaN for a single repeat, where there
+    is no spread to give) of ``acc`` over repeats, in %, with the number of repeats and the fewest examples any
+    repeat's accuracy was taken over."""
     grouped = frame.groupby(keys, sort=False)
-    out = pd.DataFrame({"mean": grouped["acc"].mean() * 100, "std": grouped["acc"].std(ddof=1).fillna(0.0) * 100,
+    spread = grouped["acc"].std(ddof=ddof).where(grouped["acc"].count() > 1)
+    out = pd.DataFrame({"mean": grouped["acc"].mean() * 100, "std": spread * 100,
                         "repeats": grouped["acc"].count(), "n": grouped["n"].min()})
     return out.reset_index()
 
@@ -62,7 +64,7 @@ def cells(store: Store, run: RunRecord) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    return mean_std(pd.concat(frames, ignore_index=True), ["model", "defense", "key"])
+    return mean_std(pd.concat(frames, ignore_index=True), ["model", "defense", "key"], PRESETS[run.preset].spread_ddof)
 
 
 def per_example(store: Store, run_id: str, attacks: list[str]) -> pd.DataFrame:

@@ -52,7 +52,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         raise HarnessError(f"--threads must be >= 1, got {args.threads}")
     overrides = Overrides(db=args.db, n_examples=args.n_examples, preset=args.preset, dataset=args.dataset,
                           models=_labels(args.models, "--models"), attacks=_labels(args.attacks, "--attacks"),
-                          defenses=_labels(args.defenses, "--defenses"), threads=args.threads)
+                          defenses=_labels(args.defenses, "--defenses"), threads=args.threads,
+                          resume_from_device=args.resume_from_device, model_dir=args.model_dir)
     grid = load_grid(args.grid, registry, overrides=overrides)
     if args.shard_size is not None and args.shard_size % grid.batch_size and args.shard_size < grid.n_examples:
         raise HarnessError(f"--shard-size {args.shard_size} must be a multiple of the grid's batch_size "
@@ -113,6 +114,14 @@ def _dry_run(grid, registry: Registry) -> int:
     return 0
 
 
+def _made(unit) -> str:
+    """What a recorded unit's examples actually cost, per example, beside the plan (an upper bound)."""
+    counted = getattr(unit, "counted_forward", None)
+    if unit is None or counted is None or counted != counted or not unit.done:
+        return ""
+    return f"  made: forward {counted / unit.done:,.1f}  backward {unit.counted_backward / unit.done:,.1f} per example"
+
+
 def _estimate(grid, registry: Registry) -> int:
     from harness.estimate import calibrate_models, estimate
     from harness.progress import duration
@@ -126,15 +135,17 @@ def _estimate(grid, registry: Registry) -> int:
     for label, cal in calibrations.items():
         print(f"calibration {label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
               f"forward {cal.forward_s * 1e3:.3f} ms/image, input gradient +{cal.backward_s * 1e3:.3f} ms/image")
-    done = {}
+    units = None
     if store is not None:
         with store:
             units = store.units(grid.run_id) if store.runs() else None
-        done = {} if units is None or units.empty else dict(zip(units.unit_key, units.done))
+    recorded = {} if units is None or units.empty else {u.unit_key: u for u in units.itertuples()}
+    done = {key: u.done for key, u in recorded.items()}
     rows = estimate(grid, registry, calibrations, done)
     for row in rows:
         print(f"  {row.unit.describe():<60} forward {row.passes.forward:>12,.0f}  backward {row.passes.backward:>12,.0f}"
-              f"  ≈ {duration(row.seconds):>9}" + (f"  (left: {duration(row.remaining_s)})" if row.remaining_s < row.seconds else ""))
+              f"  ≈ {duration(row.seconds):>9}" + (f"  (left: {duration(row.remaining_s)})" if row.remaining_s < row.seconds else "")
+              + _made(recorded.get(row.unit.key)))
     total, left = sum(r.seconds for r in rows), sum(r.remaining_s for r in rows)
     print(f"estimated wall time: {duration(total)} for {len(rows)} units; {duration(left)} left to run. "
           "Query and early-stopping attacks are counted at their full budget, so this is an upper bound for them.")
@@ -264,12 +275,17 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--models", help="run only these model labels (comma-separated), e.g. the checkpoints you have")
     p.add_argument("--attacks", help="run only these attack labels (comma-separated); clean accuracy always runs")
     p.add_argument("--defenses", help="run only these defense labels (comma-separated)")
-    p.add_argument("--dataset", help="another dataset plugin, at its defaults (e.g. cifar10-jpeg, root from "
-                   "$HARNESS_CIFAR10_JPEG)")
+    p.add_argument("--dataset", help="another dataset plugin, at its defaults (e.g. cifar10-jpeg: its root from "
+                   "$HARNESS_CIFAR10_JPEG, else ../shared/data/cifar10-jpeg)")
+    p.add_argument("--model-dir", help="the weights folder of every model that reads one (RobustBench's model_dir: "
+                   "<dir>/<dataset>/<threat model>/<name>.pt)")
     p.add_argument("--dry-run", action="store_true", help="print the work units and their cost; run nothing")
     p.add_argument("--estimate", action="store_true",
                    help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume-from-device", choices=["cpu", "cuda"],
+                   help="continue a run this database holds from another kind of device; its rows and this machine's "
+                   "draw different random numbers, and the report says the run mixes them")
     p.add_argument("--threads", type=int, help="torch's CPU threads for this run (overrides the grid's threads), "
                    "e.g. 1 for a long run beside other work")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -320,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _announce(sys.argv[1:] if argv is None else argv)
         registry = Registry()
+        for line in registry.skipped:   # a broken plugin package: one line; everything else works
+            print(f"harness: {line}", file=sys.stderr)
         args = parser(registry).parse_args(argv)
         return args.func(args, registry)
     except PluginCrash as exc:  # a plugin's own failure: say which, then show where in its code

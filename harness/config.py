@@ -37,6 +37,7 @@ TOP_KEYS = ("dataset", "n_examples", "norm", "eps", "models", "attacks", "defens
 DEVICES = ("cpu", "cuda", "auto")
 MAX_VOTES = 1001   # beyond this a vote costs more than it tells
 MAX_REPEATS = 1000
+DEFAULT_SAVED = 8    # examples saved as images per unit (Figure 2c)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Overrides:
     attacks: tuple[str, ...] = ()
     defenses: tuple[str, ...] = ()
     threads: int | None = None           # torch's CPU threads: how fast, not what is computed
+    resume_from_device: str | None = None   # continue a run recorded on this other kind of device (cpu, cuda)
+    model_dir: str | None = None         # the weights folder of every model plugin that reads one (model_dir)
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,22 @@ class GridConfig:
     device: str
     db: str
     votes: int
-    save_examples: int = 8
+    save_examples: int = DEFAULT_SAVED
     compute: Compute = Compute()
     preset: Preset = HONEST
     lipschitz: bool = False    # record the local-Lipschitz gap of every flipped example (Figure 2b); costs gradients
     reported: Reported | None = field(default=None, compare=False)   # a paper's numbers; recorded, not identity
     text: str = field(default="", compare=False)
     device_kind: str = "cpu"   # what the rows are computed on: CPU and CUDA draw different random numbers
+    # a run recorded on another kind of device that this one continues, asked for explicitly (--resume-from-device)
+    resumed_from: str | None = None
+    # draws per prediction of a randomised defense in adaptive units: the honest majority even under the paper
+    # preset, whose one draw is what its released code did for the transfer columns (None: as ``votes``)
+    adaptive_votes: int | None = None
+
+    def votes_for(self, adaptive: bool) -> int:
+        """The draws a unit's randomised predictions vote over (and its adaptive attack checks with)."""
+        return self.adaptive_votes if adaptive and self.adaptive_votes is not None else self.votes
     threads: int | None = field(default=None, compare=False)   # torch's CPU threads; None: torch's default
 
     def apply_threads(self) -> None:
@@ -120,8 +132,9 @@ class GridConfig:
         """What every unit of the grid shares. A new grid key that changes results belongs here, once."""
         return {"dataset": self.dataset.as_json(), "n": self.n_examples, "norm": self.threat.norm.value,
                 "eps": self.threat.eps, "seed": self.seed, "batch_size": self.batch_size, "votes": self.votes,
-                "compute": self.compute.as_json(), "preset": self.preset.name, "device": self.device_kind,
-                "rows": ROWS_VERSION}
+                "compute": self.compute.as_json(), "preset": self.preset.name,
+                "device": self.resumed_from or self.device_kind,
+                "rows": ROWS_VERSION} | ({"adaptive_votes": self.adaptive_votes} if self.adaptive_votes else {})
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's rows (not where they are stored or on which device)."""
@@ -130,9 +143,13 @@ class GridConfig:
                 "repeats": self.repeats, "save_examples": self.save_examples, "lipschitz": self.lipschitz}
 
     def unit_identity(self, model: Entry, attack: Entry, defenses: tuple[Entry, ...], repeat: int) -> dict[str, Any]:
-        """Everything that determines one work unit's rows: the grid's shared part and the unit's own entries."""
+        """Everything that determines one work unit's rows: the grid's shared part and the unit's own entries. The
+        saved examples and the Lipschitz gaps enter only where they differ from the defaults, so that units that
+        always had the same rows keep their keys (runs of one database share finished units by key)."""
+        extra = {"save_examples": self.save_examples} if self.save_examples != DEFAULT_SAVED else {}
+        extra |= {"lipschitz": True} if self.lipschitz else {}
         return {**self._shared_identity(), "model": model.as_json(), "attack": attack.as_json(),
-                "defenses": [d.as_json() for d in defenses], "repeat": repeat}
+                "defenses": [d.as_json() for d in defenses], "repeat": repeat, **extra}
 
     def threat_for(self, attack: Entry) -> ThreatModel:
         """The threat model an attack entry is generated and checked under."""
@@ -314,6 +331,14 @@ def _device(raw: dict, file: str) -> str:
     return device
 
 
+def _resumed_from(kind: str | None, here: str, file: str) -> str | None:
+    if kind is None or kind == here:
+        return None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(file, "(--resume-from-device)", f"{kind!r} is not a kind of device", "cpu, cuda")
+    return kind
+
+
 def device_kind(device: str) -> str:
     """What "auto" means on this machine: cuda where torch sees a GPU, else cpu."""
     import torch
@@ -360,6 +385,20 @@ def _preset(raw: dict, file: str, override: str | None) -> Preset:
         key = "preset" if override is None else "(--preset)"
         raise ConfigError(file, key, f"{name!r} is not a preset{suggest(str(name), list(PRESETS))}", ", ".join(PRESETS))
     return PRESETS[name]
+
+
+def _with_model_dir(raw: dict, model_dir: str | None, registry: Registry) -> dict:
+    """``--model-dir``: the weights folder of every model entry whose plugin reads one (a ``model_dir`` parameter)."""
+    if model_dir is None or not isinstance(raw.get("models"), list):
+        return raw
+    models = []
+    for item in raw["models"]:
+        item = {"plugin": item} if isinstance(item, str) else item
+        if isinstance(item, dict) and isinstance(item.get("plugin"), str) and item["plugin"] in registry.names(Kind.MODEL) \
+                and registry.get(Kind.MODEL, item["plugin"]).param("model_dir") is not None:
+            item = {**item, "model_dir": model_dir}
+        models.append(item)
+    return {**raw, "models": models}
 
 
 def _select(entries: tuple[Entry, ...], labels: tuple[str, ...], file: str, option: str,
@@ -416,7 +455,8 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
         defenses = (_entry(reference.name, Kind.DEFENSE, registry, file, "defenses", threat, preset),)
     every_defense = [d.label for d in defenses]
     defenses = _select(defenses, over.defenses, file, "(--defenses)")
-    every_model = _entries(raw, "models", Kind.MODEL, registry, file, threat, preset)
+    every_model = _entries(_with_model_dir(raw, over.model_dir, registry), "models", Kind.MODEL, registry, file, threat,
+                           preset)
     models = _select(every_model, over.models, file, "(--models)")
     reported = parse_reported(raw.get("reported"), file, [m.label for m in every_model], every_attack, every_defense,
                               ([m.label for m in models], [a.label for a in attacks], [d.label for d in defenses]))
@@ -431,7 +471,9 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
         attacks=attacks, defenses=defenses, repeats=integer(raw, "repeats", 1, file, 1, MAX_REPEATS),
         seed=integer(raw, "seed", 0, file, 0), batch_size=integer(raw, "batch_size", 128, file, 1),
         device=device, device_kind=device_kind(device), db=db, votes=_votes(raw, file, preset),
-        save_examples=integer(raw, "save_examples", 8, file, 0), compute=_compute(raw, file), preset=preset,
+        adaptive_votes=None if "votes" in raw or preset.votes == HONEST.votes else HONEST.votes,
+        resumed_from=_resumed_from(over.resume_from_device, device_kind(device), file),
+        save_examples=integer(raw, "save_examples", DEFAULT_SAVED, file, 0), compute=_compute(raw, file), preset=preset,
         lipschitz=_flag(raw, "lipschitz", file), reported=reported, text=text,
         threads=over.threads or (integer(raw, "threads", 1, file, 1, 1024) if "threads" in raw else None),
     )

@@ -18,7 +18,7 @@ class PassCounter(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.train(model.training)
+        self.training = model.training   # its own flag only: train() would set every module of the model
         self.forward_rows = 0
         self.backward_rows = 0
 

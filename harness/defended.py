@@ -48,6 +48,7 @@ class ScoringView(nn.Module):
     def __init__(self, model: nn.Module, rows: Tensor | None, n: int):
         super().__init__()
         self.model, self.rows, self.n = model, rows, n
+        self.training = model.training
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
@@ -105,11 +106,11 @@ class DrawRunner:
 
         return self.rows(model, call, x, rows, generator)
 
-    def purified(self, model: nn.Module, defense: Defense, x: Tensor, generator: torch.Generator) -> Tensor:
-        """The defended point of every row, without gradient."""
+    def points(self, model: nn.Module, defense: Defense, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The points the defended prediction of every row is made from (N, P, …), without gradient."""
         def call(view: nn.Module, g: torch.Generator) -> Tensor:
             with torch.no_grad():
-                return defense.purify(view, x, generator=g)
+                return torch.stack(defense.prediction_points(view, x, generator=g), dim=1)
 
         return self.rows(model, call, x, torch.arange(len(x), device=x.device), generator).detach()
 
@@ -169,7 +170,9 @@ class Defended(nn.Module):
     """forward(x) = the defense's prediction on x.
 
     gradient = "bpda": the defense runs without gradient and the backward pass is the identity, so the
-    gradient is that of the model at the defended point (Athalye et al.'s BPDA, as Croce et al. use it).
+    gradient is that of the model at the defended point (Athalye et al.'s BPDA, as Croce et al. use it). A
+    defense that predicts from several points (the released Hedge sums the logits of its iterates) gives the
+    sum of the model at each, so the surrogate's value is the prediction that is scored.
     gradient = "full": differentiate through the defense itself (feasible for few Hedge steps).
     Randomness is drawn from ``generator``; each forward call is one fresh draw (EOT averages them).
     :meth:`predict` is the scored prediction: a majority over ``votes`` draws when the defense is
@@ -198,5 +201,6 @@ class Defended(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient == "full":
             return self.defense.logits(self.model, x, generator=self.generator, differentiable=True)
-        purified = self.runner.purified(self.model, self.defense, x.detach(), self.generator)
-        return self.model(x + (purified - x).detach())  # value at the defended point, identity backward
+        points = self.runner.points(self.model, self.defense, x.detach(), self.generator)
+        # the value at each defended point, identity backward (most defenses predict from one point)
+        return sum(self.model(x + (points[:, p] - x).detach()) for p in range(points.shape[1]))

@@ -78,7 +78,7 @@ def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
     grid = runner.grid
     data = runner.load_data()
     n = min(grid.batch_size, len(data.x))
-    x, y = grid.compute.prepare_inputs(data.x[:n].to(runner.device)), data.y[:n].to(runner.device)
+    x, y = data.x[:n].to(runner.device), data.y[:n].to(runner.device)
     return {entry.label: calibrate(runner.load_model(i).module, x, y, grid) for i, entry in enumerate(grid.models)}, n
 
 

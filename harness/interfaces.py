@@ -172,6 +172,12 @@ class Defense(Plugin):
         """The defended prediction. Override only where it is not ``model(purify(x))``."""
         return model(self.purify(model, x, generator=generator, differentiable=differentiable))
 
+    def prediction_points(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> list[Tensor]:
+        """The points whose logits :meth:`logits` sums, without gradient: BPDA through the defense differentiates
+        the model at each of them (identity backward), so that the attack's surrogate predicts what is scored.
+        By default one, the purified input; override together with :meth:`logits`."""
+        return [self.purify(model, x, generator=generator)]
+
     def draws(self, votes: int) -> int:
         """Predictions per example when scored: a majority over ``votes`` draws if random, else one."""
         return votes if self.randomized else 1

@@ -66,7 +66,8 @@ def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
     attack: Attack = build(registry, unit.attack, Kind.ATTACK)
     threat = grid.threat_for(unit.attack)
     defenses: list[Defense] = [build(registry, entry, Kind.DEFENSE) for entry in unit.defenses]
-    total = attack.defended_cost(threat, defenses[0], grid.votes) if unit.adaptive else attack.passes(threat)
+    votes = grid.votes_for(unit.adaptive)
+    total = attack.defended_cost(threat, defenses[0], votes) if unit.adaptive else attack.passes(threat)
     for defense in defenses:
-        total = total + (defense.passes() + Passes(1, 0)) * defense.draws(grid.votes)
+        total = total + (defense.passes() + Passes(1, 0)) * defense.draws(votes)
     return total * grid.n_examples

@@ -57,10 +57,10 @@ class GridProgress:
         self.initial = sum(self.per_example[u.key] * u.done for u in units)
         self.done = self.initial
         self.started = self.last_line = time.monotonic()
-        self.bar = tqdm(total=self.total, initial=self.initial, desc="grid", position=0, disable=not self.tty,
-                        dynamic_ncols=True, smoothing=0.05, file=self.stream,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
-        self.bar.set_postfix_str(self._units_text(), refresh=True)
+        # the units go into the description: tqdm writes a postfix after ", ", which read "| , 1/3 units"
+        self.bar = tqdm(total=self.total, initial=self.initial, desc=self._description(), position=0,
+                        disable=not self.tty, dynamic_ncols=True, smoothing=0.05, file=self.stream,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         if enabled and not self.tty:
             self._line()
 
@@ -68,6 +68,9 @@ class GridProgress:
     def unit_bars(self) -> bool:
         """Whether per-unit bars belong under this one (on a terminal only)."""
         return self.tty
+
+    def _description(self) -> str:
+        return f"grid, {self._units_text()}"
 
     def _units_text(self) -> str:
         finished = sum(1 for left in self.left.values() if left <= 0)
@@ -84,7 +87,7 @@ class GridProgress:
         self.left[key] -= examples
         step = self.per_example[key] * examples
         self.done += step
-        self.bar.set_postfix_str(self._units_text(), refresh=False)
+        self.bar.set_description_str(self._description(), refresh=False)
         self.bar.update(step)
         if self.enabled and not self.tty and time.monotonic() - self.last_line >= self.every_s:
             self._line()

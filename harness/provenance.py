@@ -110,6 +110,7 @@ def run_record(grid: GridConfig, registry: Registry, device: torch.device, data:
         classes=json.dumps(list(data.classes)), n_examples=grid.n_examples, norm=grid.threat.norm.value,
         eps=grid.threat.eps, repeats=grid.repeats, votes=grid.votes, preset=grid.preset.name,
         precision=grid.compute.describe(),
-        device=device_name(device), harness_version=harness_version(), harness_commit=harness_commit(),
+        device=device_name(device) + (f"; continues a run computed on {grid.resumed_from}" if grid.resumed_from else ""),
+        harness_version=harness_version(), harness_commit=harness_commit(),
         versions=json.dumps({**package_versions(), **plugin_distributions(grid)}), started=time.time(),
         reported=grid.reported.as_json() if grid.reported else None)

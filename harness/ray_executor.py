@@ -58,7 +58,7 @@ def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch
         torch.set_num_threads(grid.threads)
     registry = Registry()
     runner = Runner(grid, registry, store=None, progress=False)  # never opens the database
-    data = LabelledData(grid.compute.prepare_inputs(x.to(runner.device)), y.to(runner.device), classes, domain, display)
+    data = LabelledData(x.to(runner.device), y.to(runner.device), classes, domain, display)
     loaded = runner.load_model(grid.models.index(unit.model))
     records: dict[str, list] = {}
     seconds = 0.0

@@ -18,7 +18,7 @@ SCHEMA_VERSION = 4
 # changes (how draws are seeded, how a vote is decided), so that no unit mixes rows of two versions.
 ROWS_VERSION = 2
 # Older versions this one reads as they are and upgrades on the first write: it only added nullable columns
-# (3: runs.reported; 4: the units' counted passes, floor and smallest chunk, results.draws). Their missing fields read as the dataclass defaults.
+# (3: runs.reported; 4: the units' counted passes, floor, smallest chunk and reused_from, results.draws). Their missing fields read as the dataclass defaults.
 UPGRADES_FROM = (2, 3)
 APPLICATION_ID = 0x52484152   # "RHAR": robustness-harness results
 
@@ -82,6 +82,7 @@ class UnitRecord:
     floor_forward: float | None = None      # what its attack's loop and its scored draws cannot avoid
     floor_backward: float | None = None
     smallest_chunk: int | None = None       # rows per defense draw where memory ran out at the batch size
+    reused_from: str | None = None          # the run of this database whose identical unit (same key) it copied
 
 
 @dataclass(frozen=True)

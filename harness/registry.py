@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from importlib import metadata
 from types import ModuleType
 
 import pluggy
@@ -21,26 +22,59 @@ _HOOKS = {
 
 
 class Registry:
-    """Every discovered plugin, by kind and name. Two plugins with one name is an error."""
+    """Every discovered plugin, by kind and name. Two plugins with one name is an error.
+
+    A plugin package that fails to import, or whose hook fails, is skipped, and ``skipped`` says which and why in
+    one line each: the other plugins, and the commands that only read a database, keep working."""
 
     def __init__(self, extra_modules: tuple[ModuleType, ...] = (), entry_points: bool = True):
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
+        self._dists: dict[int, metadata.Distribution] = {}
+        self.skipped: list[str] = []
         if entry_points:
-            self._pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+            self._load_entry_points()
         for module in extra_modules:
             self._pm.register(module)
         self._specs: dict[Kind, dict[str, PluginSpec]] = {kind: {} for kind in Kind}
         self._commands: dict[str, Command] = {}
         self._collect()
 
+    def _load_entry_points(self) -> None:
+        """pluggy's ``load_setuptools_entrypoints``, one entry point at a time, so that one broken package is one
+        line instead of a traceback from every command."""
+        for dist in metadata.distributions():
+            for ep in dist.entry_points:
+                if ep.group != hookspecs.PROJECT or self._pm.get_plugin(ep.name) or self._pm.is_blocked(ep.name):
+                    continue
+                try:
+                    plugin = ep.load()
+                    self._pm.register(plugin, name=ep.name)
+                except Exception as exc:  # noqa: BLE001 - whatever a third party's import raises, it is skipped
+                    self._skip(dist, ep.name, ep.value, exc)
+                    continue
+                self._dists[id(plugin)] = dist
+
+    def _skip(self, dist: metadata.Distribution | None, name: str, value: str, exc: BaseException) -> None:
+        where = f"{dist.metadata['name']} {dist.version}" if dist is not None else "(registered in code)"
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        self.skipped.append(f"skipped plugin package {where}, entry point {name} = {value}: "
+                            f"{type(exc).__name__}: {detail}")
+
+    def _implementations(self, hook_name: str):
+        """(hook implementation, what it returned); an implementation that raises is skipped with one line."""
+        for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+            try:
+                yield impl, impl.function() or []
+            except Exception as exc:  # noqa: BLE001 - a third party's hook
+                self._skip(self._dists.get(id(impl.plugin)), impl.plugin_name, f"{hook_name}()", exc)
+
     def _collect(self) -> None:
-        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
+        dists = self._dists
         for kind, hook_name in _HOOKS.items():
-            hook = getattr(self._pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
+            for impl, returned in self._implementations(hook_name):
                 installed = dists.get(id(impl.plugin))
-                for spec in impl.function() or []:
+                for spec in returned:
                     code = code_identity(spec.factory.__module__, installed)
                     dist = code.describe() if installed is not None else f"(registered in code: {impl.plugin_name})"
                     if spec.kind is not kind:
@@ -53,8 +87,8 @@ class Registry:
                             "Uninstall one of them or rename the plugin."
                         )
                     self._specs[kind][spec.name] = spec
-        for impl in self._pm.hook.harness_commands.get_hookimpls():
-            for command in impl.function() or []:
+        for impl, returned in self._implementations("harness_commands"):
+            for command in returned:
                 if command.name in self._commands:
                     raise PluginError(f"two plugin packages add the command {command.name!r}; uninstall one of them")
                 self._commands[command.name] = command

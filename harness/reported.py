@@ -12,7 +12,9 @@ measured accuracies beside them::
     hedge = { clean = 81.76, pgd = 52.31 }
 
 "worst case" is the paper's worst case: over the attacks generated against the bare model (the transfer
-worst case where a grid has adaptive attacks).
+worst case where a grid has adaptive attacks). ``[reported.notes]`` (model label → text) says what a model's
+reported values are when they are not its own measurements (e.g. a row the paper printed twice); such a model
+is described by its note and not compared.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from harness.errors import ConfigError
 from harness.registry import suggest
 
 REPORTED_WORST = "worst case"
-KEYS = ("source", "measured_on", "accuracy")
+KEYS = ("source", "measured_on", "accuracy", "notes")
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,18 @@ class Reported:
     source: str
     measured_on: str
     values: tuple[ReportedValue, ...]
+    notes: tuple[tuple[str, str], ...] = ()     # (model label, what its reported values are)
 
     def as_json(self) -> str:
         return json.dumps({"source": self.source, "measured_on": self.measured_on,
-                           "values": [[v.model, v.defense, v.attack, v.accuracy] for v in self.values]})
+                           "values": [[v.model, v.defense, v.attack, v.accuracy] for v in self.values],
+                           "notes": [list(n) for n in self.notes]})
 
     @classmethod
     def from_json(cls, text: str) -> Reported:
         data = json.loads(text)
-        return cls(data["source"], data["measured_on"], tuple(ReportedValue(*v) for v in data["values"]))
+        return cls(data["source"], data["measured_on"], tuple(ReportedValue(*v) for v in data["values"]),
+                   tuple(tuple(n) for n in data.get("notes", [])))
 
 
 def _label(value: Any, known: list[str], file: str, key: str, what: str) -> str:
@@ -99,4 +104,12 @@ def parse_reported(raw: Any, file: str, models: list[str], attacks: list[str], d
                 if model in kept[0] and defense in kept[2] and attack in kept[1] + (
                         [REPORTED_WORST] if kept[1] == attacks else []):
                     values.append(ReportedValue(model, defense, attack, float(value)))
-    return Reported(raw["source"].strip(), raw["measured_on"].strip(), tuple(values))
+    notes = raw.get("notes", {})
+    if not isinstance(notes, dict):
+        raise ConfigError(file, "reported.notes", f"expected a table, got {notes!r}", "MODEL = \"what its values are\"")
+    for model, note in notes.items():
+        _label(model, models, file, f"reported.notes.{model}", "model")
+        if not isinstance(note, str) or not note.strip():
+            raise ConfigError(file, f"reported.notes.{model}", f"expected a sentence, got {note!r}", "a string")
+    return Reported(raw["source"].strip(), raw["measured_on"].strip(), tuple(values),
+                    tuple((m, n.strip()) for m, n in notes.items() if m in kept[0]))

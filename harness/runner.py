@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from typing import Iterator
 
@@ -45,6 +46,7 @@ class Runner:
         self.device = torch.device(grid.device_kind)  # fixed when the grid was loaded: part of its identity
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
+        self._loaded: tuple[int, LoadedModel, LoadedModel] | None = None
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
             ([LipschitzGaps()] if grid.lipschitz else [])
 
@@ -62,13 +64,21 @@ class Runner:
         with plugin_call("dataset", entry.label, entry.plugin):
             return self.dataset().load(self.grid.n_examples)
 
-    def load_model(self, index: int) -> LoadedModel:
-        entry = self.grid.models[index]
-        with plugin_call("model", entry.label, entry.plugin):
-            loaded = build(self.registry, entry, Kind.MODEL).load(self.device)
-        loaded.module.eval()  # the harness sets eval mode once; plugins must not change it
-        module = PassCounter(self.grid.compute.prepare_model(loaded.module))  # every pass of a unit is counted
-        return LoadedModel(module, loaded.dataset, loaded.num_classes)
+    def load_model(self, index: int, *, eager: bool = False) -> LoadedModel:
+        """The grid's ``index``-th model on the device, under the grid's channels_last and compile, counted
+        (``eager``: the module alone, for a one-off probe not worth a compilation). The last model loaded is
+        kept, so that the one a run starts with is not loaded again after the checks."""
+        if self._loaded is None or self._loaded[0] != index:
+            self._loaded = None   # one model in memory at a time
+            entry = self.grid.models[index]
+            with plugin_call("model", entry.label, entry.plugin):
+                plain = build(self.registry, entry, Kind.MODEL).load(self.device)
+            # eval mode and frozen weights once, here: plugins must not change either, and no backward pass of an
+            # attack then computes a weight gradient it does not need
+            plain.module.eval().requires_grad_(False)
+            counted = PassCounter(self.grid.compute.prepare_model(plain.module))  # every pass of a unit is counted
+            self._loaded = (index, plain, LoadedModel(counted, plain.dataset, plain.num_classes))
+        return self._loaded[1] if eager else self._loaded[2]
 
     def prepare(self) -> tuple[LabelledData, list[Unit]]:
         """Check the database, load the data onto the device, check every model, then record the run and
@@ -77,12 +87,14 @@ class Runner:
         if self._store is None:
             Store.check_path(grid.db)
         data = self.load_data()
-        x = grid.compute.prepare_inputs(data.x.to(self.device))  # kept on the device for the whole run
+        x = data.x.to(self.device)  # kept on the device for the whole run
         data = LabelledData(x, data.y.to(self.device), data.classes, data.domain, data.display_name)
         check_data_fits(grid, self.registry, data)
         for index, entry in enumerate(grid.models):  # every model is checked before any work starts
-            check_model_fits(grid.path, f"models[{index}]", entry.label, grid.dataset.label, self.load_model(index), data)
+            check_model_fits(grid.path, f"models[{index}]", entry.label, grid.dataset.label,
+                             self.load_model(index, eager=True), data)
         units = plan(grid, self.registry)
+        self.refuse_another_device()
         self.store.start_run(run_record(grid, self.registry, self.device, data, self.dataset()))
         records = []
         for unit in units:
@@ -92,7 +104,25 @@ class Runner:
                 defenses=json.dumps([d.label for d in unit.defenses]), repeat=unit.repeat, adaptive=int(unit.adaptive),
                 total=grid.n_examples, forward=cost.forward, backward=cost.backward, updated=time.time()))
         self.store.register_units(records)
+        reused = self.store.reuse_finished(grid.run_id, [u.key for u in units])
+        if reused and self.progress:
+            print(f"{len(reused)} finished unit(s) copied from run(s) {', '.join(sorted(set(reused.values())))} of this "
+                  "database: the same unit key means the same rows", file=sys.stderr, flush=True)
         return data, units
+
+    def refuse_another_device(self) -> None:
+        """The database holds this grid's run computed on another kind of device: CUDA draws other random numbers
+        than the CPU (and cuDNN's backward is not deterministic), so its rows and ours must not mix unasked."""
+        mine = {k: v for k, v in self.grid.identity().items() if k != "device"}
+        for run in self.store.runs():
+            theirs = json.loads(run.identity)
+            if theirs.get("device", self.grid.device_kind) != (self.grid.resumed_from or self.grid.device_kind) and \
+                    {k: v for k, v in theirs.items() if k != "device"} == mine:
+                raise HarnessError(
+                    f"{self.grid.db} holds run {run.run_id} of this grid computed on {theirs['device']}, and this "
+                    f"machine computes on {self.grid.device_kind}: their random numbers differ, so the two would mix "
+                    f"silently. Fix: run into another database with --db, or continue that run here with "
+                    f"--resume-from-device {theirs['device']} (the report then says so)")
 
     def grid_progress(self, units: list[Unit]) -> GridProgress:
         """The grid's progress bar, from the units as recorded: their cost and what is already done."""
@@ -107,7 +137,6 @@ class Runner:
         grid = self.grid
         data, units = self.prepare()
         owner = Owner.here()
-        loaded_index, loaded = -1, None
         progress = self.grid_progress(units)
         with Heartbeat(self.store.path, owner):
             while True:
@@ -119,11 +148,8 @@ class Runner:
                     if self.store.unit_state(grid.run_id, unit.key).finished or \
                             not self.store.claim(grid.run_id, unit.key, owner):
                         continue
-                    index = grid.models.index(unit.model)
-                    if index != loaded_index:
-                        loaded_index, loaded = index, self.load_model(index)
                     try:
-                        self.run_unit(unit, loaded, data, owner, progress)
+                        self.run_unit(unit, self.load_model(grid.models.index(unit.model)), data, owner, progress)
                     finally:
                         self.store.release(grid.run_id, unit.key, owner)
                     ran = True
@@ -189,7 +215,7 @@ class Runner:
         with plugin_call("attack", attack_label, unit.attack.plugin):
             if unit.adaptive:
                 defense_entry, defense = ctx.defenses[0]
-                defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes,
+                defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes_for(True),
                                     num_classes=ctx.num_classes, runner=ctx.draws)
                 out = ctx.attack.attack_defended(defended, x_given, y_given, threat_given,
                                                  generator=ctx.generator("attack"))
@@ -216,7 +242,7 @@ class Runner:
         rows, examples, preds_by_defense = [], [], {}
         for entry, defense in ctx.defenses:
             with plugin_call("defense", entry.label, entry.plugin):
-                preds = predict_defended(model, defense, x_adv, grid.votes,
+                preds = predict_defended(model, defense, x_adv, grid.votes_for(unit.adaptive),
                                          lambda d, label=entry.label: ctx.generator("defense", label, d),
                                          name=entry.label, num_classes=ctx.num_classes, runner=ctx.draws)
                 for observer in self.observers:

@@ -271,9 +271,13 @@ class Store:
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, run: RunRecord) -> None:
-        """Record a run; a resumed run keeps its first start time and is marked unfinished again."""
+        """Record a run; a resumed run keeps its first start time and is marked unfinished again, and keeps every
+        device that computed part of it."""
         row = as_row(run)
         with self._write():
+            before = next(iter(self.db["runs"].rows_where("run_id = ?", [run.run_id])), None)
+            if before is not None and run.device not in before["device"].split("; then "):
+                row["device"] = f"{before['device']}; then {run.device}"
             self.db["runs"].insert(row, ignore=True)
             self.db["runs"].update(run.run_id, {k: v for k, v in row.items() if k not in ("run_id", "started")}
                                    | {"ended": None})
@@ -304,6 +308,33 @@ class Store:
         """Record units not yet known (a resumed run keeps its progress)."""
         with self._write():
             self.db["units"].insert_all((as_row(u) for u in units), ignore=True)
+
+    def reuse_finished(self, run_id: str, keys: Iterable[str]) -> dict[str, str]:
+        """Copy into ``run_id`` every unit of ``keys`` that another run of this database finished: a unit's key
+        hashes everything that determines its rows (code, data, parameters, seeds, device), so the same key means
+        the same rows. Returns unit key → the run its rows came from; each copy is one transaction, like a batch."""
+        reused: dict[str, str] = {}
+        for key in keys:
+            if self.unit_state(run_id, key).finished:
+                continue
+            source = self.db.execute("SELECT run_id FROM units WHERE unit_key = ? AND finished = 1 AND run_id != ? "
+                                     "ORDER BY updated LIMIT 1", [key, run_id]).fetchone()
+            if source is None:
+                continue
+            with self._write():
+                for table in ("results", "examples", "gaps", "shards"):
+                    names = [c for c in columns(TABLES[table][0]) if c != "run_id"]
+                    listed = ", ".join(names)
+                    self.db.execute(f"INSERT OR REPLACE INTO {table} (run_id, {listed}) SELECT ?, {listed} FROM {table} "
+                                    "WHERE run_id = ? AND unit_key = ?", [run_id, source[0], key])
+                self.db.execute(
+                    "UPDATE units SET (done, finished, seconds, counted_forward, counted_backward, floor_forward, "
+                    "floor_backward, smallest_chunk, reused_from, updated) = (SELECT done, finished, seconds, "
+                    "counted_forward, counted_backward, floor_forward, floor_backward, smallest_chunk, ?, ? FROM units "
+                    "WHERE run_id = ? AND unit_key = ?) WHERE run_id = ? AND unit_key = ?",
+                    [source[0], time.time(), source[0], key, run_id, key])
+            reused[key] = source[0]
+        return reused
 
     def unit_state(self, run_id: str, key: str) -> UnitState:
         row = next(iter(self.db["units"].rows_where("run_id = ? and unit_key = ?", [run_id, key])), None)
@@ -370,6 +401,15 @@ class Store:
 
     def results(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame(list(self.db["results"].rows_where("run_id = ?", [run_id], order_by="rowid")))
+
+    def mean_draws(self, run_id: str, defenses: list[str]) -> float | None:
+        """The draws the defenses' votes took on average (None where the rows predate their recording)."""
+        if "draws" not in self.db["results"].columns_dict:
+            return None
+        marks = ", ".join("?" for _ in defenses)
+        row = self.db.execute(f"SELECT AVG(draws) FROM results WHERE run_id = ? AND defense IN ({marks})",
+                              [run_id, *defenses]).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def accuracy(self, run_id: str) -> pd.DataFrame:
         """Accuracy per (model, defense, attack, repeat)."""

@@ -14,8 +14,10 @@ import pandas as pd
 
 from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, cells, worst_columns
 from harness.analytics import flip_counts, reference_defense
+from harness.cost import Passes, ratio
 from harness.interfaces import Role
 from harness.pairing import PairedRow
+from harness.presets import HONEST, PRESETS
 from harness.records import RunRecord
 from harness.store import Store
 from harness.stats import wilson
@@ -150,6 +152,12 @@ class UnitFact:
     done: int
     total: int
     seconds: float
+    counted: Passes | None = None   # passes made per example done (harness.counting); None before they were counted
+    floor: Passes | None = None     # what its attack's loop and its scored draws could not avoid, per example
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.counted, self.floor) if self.counted is not None and self.floor is not None else None
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,7 @@ class Facts:
     precision: str
     preset: str                # "honest", or "paper": the released code's settings (harness.presets)
     adaptive_budgets: tuple[str, ...]   # every attack through a defense, with the budget it ran at
+    votes: str                 # how randomised defenses were scored: the draws per vote, and how many it took
     git_commit: str
     versions: dict[str, str]
     started: float | None
@@ -180,27 +189,28 @@ class Facts:
 
 @dataclass(frozen=True)
 class ReportContent:
-    facts: Facts | None
-    main: Table | None
-    std: Table | None
-    adaptive: tuple[AdaptiveRow, ...]
-    has_adaptive: bool
-    flips: tuple[FlipRow, ...]
-    paired: tuple[PairedRow, ...]             # each test-time defense against the reference
-    transfer_adaptive: tuple[PairedRow, ...]  # each defense's transfer worst case against its adaptive one
-    convergence: tuple[Convergence, ...]      # adaptive budget ladders
-    verdicts: tuple[str, ...]                 # what the adaptive evaluation says of each test-time defense
-    gaps: tuple[Gaps, ...]
-    sweeps: tuple[Sweep, ...]
-    heatmaps: tuple[HeatMap, ...]
-    examples: tuple[Example, ...]
-    warnings: tuple[str, ...]
-    missing: tuple[str, ...]       # what a partial or empty run lacks
+    facts: Facts | None = None
+    main: Table | None = None
+    std: Table | None = None
+    adaptive: tuple[AdaptiveRow, ...] = ()
+    has_adaptive: bool = False
+    flips: tuple[FlipRow, ...] = ()
+    paired: tuple[PairedRow, ...] = ()             # each test-time defense against the reference
+    transfer_adaptive: tuple[PairedRow, ...] = ()  # each defense's transfer worst case against its adaptive one
+    convergence: tuple[Convergence, ...] = ()      # adaptive budget ladders
+    verdicts: tuple[str, ...] = ()                 # what the adaptive evaluation says of each test-time defense
+    gaps: tuple[Gaps, ...] = ()
+    sweeps: tuple[Sweep, ...] = ()
+    heatmaps: tuple[HeatMap, ...] = ()
+    examples: tuple[Example, ...] = ()
+    warnings: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()       # what a partial or empty run lacks
     reproduction: Reproduction | None = None   # the paper's reported numbers beside the measured ones
+    spread: str = HONEST.spread_name           # what the std table holds (the preset decides, see harness.presets)
 
 
 def empty_content(reason: str) -> ReportContent:
-    return ReportContent(None, None, None, (), False, (), (), (), (), (), (), (), (), (), (), (reason,))
+    return ReportContent(missing=(reason,))
 
 
 def _cell(mean: float, std: float, repeats: int, n: int) -> Cell:
@@ -232,8 +242,15 @@ def _units(store: Store, run_id: str) -> tuple[UnitFact, ...]:
     units = store.units(run_id)
     if units.empty:
         return ()
+    def per_example(row: Any, kind: str) -> Passes | None:
+        forward, backward = getattr(row, f"{kind}_forward", None), getattr(row, f"{kind}_backward", None)
+        if forward is None or backward is None or pd.isna(forward) or not row.done:
+            return None
+        return Passes(forward / row.done, backward / row.done)
+
     return tuple(UnitFact(r.model, r.attack, ", ".join(json.loads(r.defenses)), int(r.repeat), int(r.done),
-                          int(r.total), float(r.seconds)) for r in units.itertuples())
+                          int(r.total), float(r.seconds), per_example(r, "counted"), per_example(r, "floor"))
+                 for r in units.itertuples())
 
 
 def _facts(store: Store, run: RunRecord) -> Facts:
@@ -241,9 +258,24 @@ def _facts(store: Store, run: RunRecord) -> Facts:
         run_id=run.run_id, config_path=run.config_path, config_text=run.config_text, dataset=run.dataset_display,
         dataset_caveat=run.dataset_caveat, n_examples=run.n_examples, norm=run.norm, eps=run.eps,
         repeats=run.repeats, device=run.device, precision=run.precision, preset=run.preset,
-        adaptive_budgets=_budgets(run),
+        adaptive_budgets=_budgets(run), votes=_votes(store, run),
         git_commit=run.harness_commit or "(unknown)", versions=json.loads(run.versions), started=run.started,
         ended=run.ended, units=_units(store, run.run_id))
+
+
+def _votes(store: Store, run: RunRecord) -> str:
+    """The votes as they were taken: up to ``votes`` draws, and how many the sequential vote needed on average."""
+    randomized = [d["label"] for d in run.entries("defenses") if d.get("randomized")]
+    if not randomized:
+        return "no randomised defense: one prediction each"
+    made = store.mean_draws(run.run_id, randomized)
+    taken = f"; {made:.2f} draws on average (a vote stops once its majority is certain)" if made is not None else ""
+    adaptive = json.loads(run.identity).get("adaptive_votes")
+    text = f"majority of up to {run.votes} draw{'s' if run.votes > 1 else ''} per randomised prediction{taken}"
+    if adaptive:
+        text += (f"; the adaptive columns, not part of the released code, are scored and checked by the honest "
+                 f"majority of up to {adaptive} draws")
+    return text
 
 
 def _budgets(run: RunRecord) -> tuple[str, ...]:
@@ -430,6 +462,7 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     gains = [] if empty else adaptive_gains(store, run, names)
     reproduced = reproduction(run, table_cells, names)
     return ReportContent(
+        spread=PRESETS[run.preset].spread_name,
         facts=facts,
         main=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=False,
                                                    unevaluated=unevaluated),

@@ -8,6 +8,7 @@ images has an interval of its own, about ±1 point.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -20,6 +21,16 @@ from harness.stats import wilson
 from harness_reports.naming import COLUMN_NAMES, with_role
 
 BENCHMARK_SLACK = 1.0   # points a benchmark attack may measure above the reported value before it is flagged
+VERDICT_HALF_WIDTH = 5.0   # no agree/disagree verdict while a measured interval is wider than ± this many points
+
+
+def examples_for(half_width: float) -> int:
+    """Examples that bring the widest Wilson interval (an accuracy near 50 %) to ± ``half_width`` points."""
+    return math.ceil(1.96 ** 2 * 0.25 / (half_width / 100) ** 2)
+
+
+def _examples(rows: list[ReproductionRow]) -> str:
+    return f"{min(r.n for r in rows if r.n is not None):,}"
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ class ReproductionRow:
     low: float | None        # the measured 95 % Wilson interval
     high: float | None
     benchmark: bool          # a standard evaluation (AutoAttack) of the reference defense
+    n: int | None = None     # the examples the measured accuracy was taken over
 
     @property
     def difference(self) -> float | None:
@@ -75,9 +87,10 @@ def reproduction(run: RunRecord, table_cells: pd.DataFrame, names: dict[str, str
         column = COLUMN_NAMES[WORST] if value.attack == REPORTED_WORST else names.get(value.attack, value.attack)
         rows.append(ReproductionRow(value.model, names.get(value.defense, value.defense), column, value.accuracy,
                                     None if cell is None else float(cell.mean), low, high,
-                                    value.attack in benchmarks and value.defense in references))
+                                    value.attack in benchmarks and value.defense in references,
+                                    None if cell is None else int(cell.n)))
     return Reproduction(reported.source, reported.measured_on, _data_note(run, reported), tuple(rows),
-                        tuple(_summaries(rows)))
+                        tuple(_summaries(rows, dict(reported.notes))))
 
 
 def _data_note(run: RunRecord, reported: Reported) -> str | None:
@@ -90,12 +103,21 @@ def _data_note(run: RunRecord, reported: Reported) -> str | None:
     return note + ". Differences include that change, not only the method's."
 
 
-def _summaries(rows: list[ReproductionRow]) -> list[str]:
+def _summaries(rows: list[ReproductionRow], notes: dict[str, str]) -> list[str]:
     lines = []
     for model in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == model and r.measured is not None]
+        if model in notes:
+            lines.append(f"{model}: {notes[model].rstrip('.')}; not compared.")
+            continue
         if not mine:
             lines.append(f"{model}: none of its reported values was measured in this run.")
+            continue
+        widest = max((r.high - r.low) / 2 for r in mine)
+        if widest > VERDICT_HALF_WIDTH:
+            lines.append(f"{model}: no verdict: its measured 95% intervals reach ±{widest:.0f} points on "
+                         f"{_examples(mine)} examples; about {examples_for(VERDICT_HALF_WIDTH)} examples would bring "
+                         f"them to ±{VERDICT_HALF_WIDTH:.0f}.")
             continue
         off = sorted((r for r in mine if not r.inside), key=lambda r: -abs(r.difference))
         text = f"{model}: {len(mine) - len(off)} of {len(mine)} reported values lie inside the measured 95% intervals"

@@ -12,7 +12,7 @@ from harness_plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAt
 from harness_plugins.attacks.deepfool import DeepFool
 from harness_plugins.attacks.pgd import PGD
 from harness_plugins.attacks.rays import RayS
-from harness_plugins.attacks.seeded import seed_from
+from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
 def gen(seed=0):
@@ -51,22 +51,57 @@ def test_pgd_matches_torchattacks_on_500_cifar_images(cifar_robust):
 
 
 def test_bridge_apgd_and_autoattack_give_the_rows_of_pyautoattack_called_directly(digits, digits_robust):
+    """With ``unbroken = "clean"`` (the paper preset) the bridges are the library's perturb, exactly; by default an
+    example the attack did not break keeps the attack's own point, and every other example is the library's."""
     from pyautoattack import AutoAttack
     from pyautoattack.autopgd_base import APGDAttack
 
     x, y = digits.x[:60], digits.y[:60]
     threat = ThreatModel(Norm.LINF, 0.1)
     seed = seed_from(gen(4))
-    ours = APGD(n_iter=20)(digits_robust, x, y, threat, generator=gen(4))
     direct = APGDAttack(digits_robust, n_iter=20, norm="Linf", eps=0.1, seed=seed, loss="ce", n_restarts=1,
                         device=x.device).perturb(x, y)
-    assert torch.equal(ours, direct)
-    ours = AutoAttackEnsemble()(digits_robust, x[:12], y[:12], threat, generator=gen(4))
+    assert torch.equal(APGD(n_iter=20, unbroken="clean")(digits_robust, x, y, threat, generator=gen(4)), direct)
+    _the_library_where_broken_an_attack_point_where_not(APGD(n_iter=20)(digits_robust, x, y, threat, generator=gen(4)),
+                                                        direct, x, y, digits_robust, threat)
     adversary = AutoAttack(digits_robust, norm="Linf", eps=0.1, version="standard", seed=seed, device=x.device)
     adversary.verbose = False
     direct, _ = adversary.run_standard_evaluation(x[:12], y[:12], batch_size=12)
-    assert torch.equal(correct(digits_robust, ours, y[:12]), correct(digits_robust, direct, y[:12]))
+    ours = AutoAttackEnsemble(unbroken="clean")(digits_robust, x[:12], y[:12], threat, generator=gen(4))
     assert torch.equal(ours, direct)
+    _the_library_where_broken_an_attack_point_where_not(
+        AutoAttackEnsemble()(digits_robust, x[:12], y[:12], threat, generator=gen(4)), direct, x[:12], y[:12],
+        digits_robust, threat)
+
+
+def _the_library_where_broken_an_attack_point_where_not(ours, library, x, y, model, threat):
+    broken = ~correct(model, library, y)
+    assert torch.equal(ours[broken], library[broken]) and torch.equal(correct(model, ours, y), ~broken)
+    attacked = correct(model, x, y) & ~broken            # the clean x is what the library gives them
+    assert attacked.any() and torch.equal(library[attacked], x[attacked])
+    assert not torch.equal(ours[attacked], x[attacked]) and threat.contains(ours, x).all()
+
+
+@pytest.mark.parametrize("name", ["apgd-t", "fab-t"])
+def test_targeted_bridges_keep_their_own_point_for_what_they_did_not_break(name, digits, digits_robust):
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    x, y, threat = digits.x[:40], digits.y[:40], ThreatModel(Norm.LINF, 0.1)
+    seed = seed_from(gen(5))
+    if name == "apgd-t":
+        make = lambda unbroken: APGDTargeted(n_iter=10, n_target_classes=3, unbroken=unbroken)  # noqa: E731
+        library = APGDAttack_targeted(digits_robust, n_iter=10, norm="Linf", eps=0.1, seed=seed, n_target_classes=3,
+                                      device=x.device)
+    else:
+        make = lambda unbroken: FABTargeted(n_iter=10, n_target_classes=3, unbroken=unbroken)  # noqa: E731
+        library = FABAttack_PT(digits_robust, norm="Linf", n_iter=10, eps=0.1, seed=seed, targeted=True,
+                               n_target_classes=3, device=x.device)
+    with isolated_rng(seed, x.device):
+        direct = library.perturb(x, y)
+    assert torch.equal(make("clean")(digits_robust, x, y, threat, generator=gen(5)), direct)
+    _the_library_where_broken_an_attack_point_where_not(make("last")(digits_robust, x, y, threat, generator=gen(5)),
+                                                        direct, x, y, digits_robust, threat)
 
 
 def test_autoattack_is_at_most_each_component_per_example(digits, digits_robust):

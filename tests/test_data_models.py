@@ -120,3 +120,14 @@ def test_robustbench_load_model_through_the_compat_alias(tmp_path, cifar):
     assert autoattack.__name__ == "pyautoattack"
     with torch.no_grad():
         assert float((model(cifar.x).argmax(1) == cifar.y).float().mean()) >= 0.6
+
+
+def test_cifar10_jpeg_finds_the_copy_beside_the_repository_or_says_where_it_looked(monkeypatch, tmp_path):
+    from harness.errors import DataError
+    from harness_plugins.datasets import cifar10_jpeg
+
+    monkeypatch.delenv(cifar10_jpeg.ROOT_ENV, raising=False)
+    assert Cifar10Jpeg().folder() == next(f for f in cifar10_jpeg.DEFAULT_ROOTS if (f / "test.npz").exists())
+    monkeypatch.setattr(cifar10_jpeg, "DEFAULT_ROOTS", (tmp_path / "a", tmp_path / "b"))
+    with pytest.raises(DataError, match=r"no folder given, and none of .*/a, .*/b holds test.npz"):
+        Cifar10Jpeg().folder()

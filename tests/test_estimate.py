@@ -70,3 +70,14 @@ def test_adaptive_cost_counts_its_majority_vote_checks(tmp_path, registry):
     extra = scored * (3 * checks * 40)                   # votes × checks × examples
     assert costs["vote"].forward - costs["single-draw"].forward == extra.forward > 0
     assert costs["vote"].backward - costs["single-draw"].backward == extra.backward > 0
+
+
+def test_estimate_after_a_run_shows_the_passes_each_unit_made(tmp_path, registry):
+    grid = load_grid(digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=40), registry)
+    with Store(grid.db) as store:
+        run_grid(grid, registry, store=store, progress=False)
+        units = store.units(grid.run_id)
+    out = harness_cli("run", "--grid", str(tmp_path / "grid.toml"), "--estimate").stdout
+    for unit in units.itertuples():
+        line = next(line for line in out.splitlines() if line.strip().startswith(f"robust × {unit.attack} "))
+        assert f"made: forward {unit.counted_forward / 40:,.1f}  backward {unit.counted_backward / 40:,.1f}" in line

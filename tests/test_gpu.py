@@ -64,3 +64,92 @@ def test_lower_precision_grids_run_on_cuda_close_to_fp32(tmp_path, registry, ext
         run_grid(grid, registry, store=store, progress=False)
         accs.append(store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc * 100)
     assert (accs[0] - accs[1]).abs().max() <= 2.0  # 400 examples: a few borderline flips at most
+
+
+GPU_SETTING = 'precision = "bf16"\nchannels_last = true\ncompile = true'
+
+
+def _cuda_cifar_standard():
+    from conftest import shared_file
+    from harness_plugins.models.checkpoint import Checkpoint
+
+    path = shared_file("models/cifar10-jpeg/standard.pt")
+    module = Checkpoint(arch="robustbench:cifar10:Linf:Wong2020Fast", path=str(path)).load(torch.device("cuda")).module
+    return module.eval().requires_grad_(False)
+
+
+def test_every_attack_and_defense_plugin_runs_on_a_3_channel_model_in_bf16_channels_last_compiled(registry, cifar):
+    from test_layout import HEDGE, _attacks
+
+    from harness.defended import Defended, predict_defended
+    from harness.interfaces import AttackOutput
+    from harness.precision import Compute, Precision
+    from harness.specs import Kind
+
+    device = torch.device("cuda")
+    setting = Compute(Precision.BF16, channels_last=True, compile=True)
+    model = setting.prepare_model(_cuda_cifar_standard())
+    x, y = cifar.x[:16].to(device), cifar.y[:16].to(device)
+    threat = ThreatModel(Norm.LINF, 8 / 255)
+    with setting.context(device):
+        for name, attack in _attacks(registry):
+            generator = torch.Generator(device=device).manual_seed(0)
+            if attack.adaptive:
+                defended = Defended(model, HEDGE, torch.Generator(device=device).manual_seed(1), votes=3)
+                out = attack.attack_defended(defended, x, y, threat, generator=generator)
+            else:
+                out = attack(model, x, y, threat, generator=generator)
+            check_attack_output(name, out.x_adv if isinstance(out, AttackOutput) else out, x, threat)
+        for name in registry.names(Kind.DEFENSE):
+            defense = registry.get(Kind.DEFENSE, name).factory()
+            scored = predict_defended(model, defense, x, 3, lambda d: torch.Generator(device=device).manual_seed(d),
+                                      name=name, num_classes=10)
+            assert scored.pred.device.type == "cuda" and scored.pred.shape == (16,)
+
+
+def test_a_split_run_on_cuda_gives_the_rows_of_one_pass(tmp_path, registry):
+    """Resume equality on the GPU: the examples evaluated as two batch-aligned ranges (a resumed unit) give the
+    rows of one pass (cuDNN runs its deterministic algorithms under the harness)."""
+    from harness.config import load_grid
+    from harness.runner import Runner
+
+    path = digits_grid(tmp_path, n=64, batch_size=16, attacks='[[attacks]]\nplugin = "pgd"\n',
+                       defenses='[[defenses]]\nplugin = "random"\neps_d = 0.1\n[[defenses]]\nplugin = "hedge"\n'
+                                'eps_d = 0.1\n')
+    path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    grid = load_grid(path, registry)
+    runner = Runner(grid, registry, progress=False)
+    data, units = runner.prepare()
+    loaded = runner.load_model(0)
+
+    def rows(first: int, last: int) -> list[tuple]:
+        return [(r.unit_key, r.defense, r.idx, r.pred, r.vote_frac) for unit in units
+                for batch in runner.batches(unit, loaded, data, first, last) for r in batch.records["results"]]
+
+    assert rows(0, 64) == rows(0, 32) + rows(32, 64)
+
+
+def test_one_ray_shard_on_the_gpu_gives_the_local_rows(tmp_path, registry):
+    ray = pytest.importorskip("ray")
+    from harness.config import load_grid
+    from harness.ray_executor import run_with_ray
+    from harness.runner import run_grid
+    from harness.store import Store
+
+    def grid_in(folder):
+        folder.mkdir()
+        path = digits_grid(folder, n=32, batch_size=16, attacks='[[attacks]]\nplugin = "pgd"\n')
+        path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+        return load_grid(path, registry)
+
+    local, sharded = grid_in(tmp_path / "local"), grid_in(tmp_path / "ray")
+    with Store(local.db) as store:
+        expected = store.results(run_grid(local, registry, store=store, progress=False))
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with Store(sharded.db) as store:
+            got = store.results(run_with_ray(sharded, registry, store, shard_size=16, progress=False))
+    finally:
+        ray.shutdown()
+    columns = ["unit_key", "defense", "idx", "pred", "correct"]
+    assert got[columns].sort_values(columns).values.tolist() == expected[columns].sort_values(columns).values.tolist()

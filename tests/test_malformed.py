@@ -330,9 +330,9 @@ CASES = [
     Case("checkpoint of another architecture", model(arch="preact-resnet18", in_channels=3), "does not fit the architecture"),
     Case("model of another data domain", model(dataset="mnist"), "key 'models[0]'", "trained on 'mnist' data"),
     Case("model with NaN logits", checkpoint_file(nan_checkpoint), "key 'models[0]'", "NaN"),
-    Case("cifar10-jpeg without a folder", grid(GRID.replace('dataset = "digits"', 'dataset = "cifar10-jpeg"', 1)
-                                              .replace('dataset = "digits"\nin_channels', 'dataset = "cifar10"\nin_channels')),
-         "cifar10-jpeg", "HARNESS_CIFAR10_JPEG"),
+    Case("cifar10-jpeg folder without its files", grid(GRID.replace(
+        'dataset = "digits"', 'dataset = { plugin = "cifar10-jpeg", root = "{tmp}/nothing-here" }', 1).replace(
+        'dataset = "digits"\nin_channels', 'dataset = "cifar10"\nin_channels')), "nothing-here/test.npz", "not found"),
     Case("cifar10-jpeg with an undecodable image", cifar_jpeg("jpeg"), "test.npz", "image 3"),
     Case("cifar10-jpeg not a zip", cifar_jpeg("zip"), "test.npz", "not a readable cifar10-jpeg split"),
     Case("IDX header cut short", idx_folder("header"), "t10k-images-idx3-ubyte.gz", "truncated"),

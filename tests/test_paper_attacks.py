@@ -79,11 +79,16 @@ def test_full_gradient_flows_through_the_unrolled_defense(digits, digits_robust)
         p.grad = None
     x, y = digits.x[:8].clone().requires_grad_(True), digits.y[:8]
     hedge = Hedge(eps_d=0.1, steps=3, step_size=0.05)
+    grads = {}
     for mode in ("bpda", "full"):
-        model = Defended(digits_robust, hedge, gen(2), gradient=mode)
-        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), x)
-        assert grad.abs().sum() > 0, mode
+        model = Defended(digits_robust, hedge, gen(2), gradient=mode)   # the same draw of Hedge for both
+        (grads[mode],) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), x)
+        assert grads[mode].abs().sum() > 0, mode
     assert all(p.grad is None for p in digits_robust.parameters())
+    # the full gradient passes through Hedge's projections: zero where a pixel sits on the edge of the defense's
+    # ball or of [0,1], unlike BPDA's identity; a "full" that fell back to BPDA would give the same gradient
+    assert not torch.allclose(grads["bpda"], grads["full"])
+    assert ((grads["full"] == 0) & (grads["bpda"] != 0)).any()
 
 
 def test_adaptive_attack_beats_the_transfer_protocol_on_hedge(tmp_path, registry):

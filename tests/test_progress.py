@@ -55,3 +55,17 @@ def test_a_run_off_a_terminal_prints_plain_progress_lines_and_a_rerun_starts_don
     resumed = [line for line in again.stderr.splitlines() if line.startswith("grid:")]
     assert _shares(resumed[0]) == [100] and "2/2 units" in resumed[0]
     assert harness_cli("run", "--grid", str(grid), "--quiet").stderr.count("grid:") == 0
+
+
+def test_the_bar_on_a_terminal_reads_cleanly():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = GridProgress([UnitWork("a", Passes(10, 0), 10, 0), UnitWork("b", Passes(10, 0), 10, 0),
+                             UnitWork("c", Passes(10, 0), 10, 0)], stream=stream)
+    progress.advance("a", 10)
+    progress.close()
+    drawn = stream.getvalue()
+    assert "grid, 1/3 units: " in drawn and "| ," not in drawn and ", ," not in drawn

@@ -43,6 +43,15 @@ def _string_constants(path: Path) -> set[str]:
             and isinstance(node.value, str)}
 
 
+def test_ci_runs_the_readmes_two_commands_as_written_in_a_new_virtual_environment():
+    readme = (REPO / "README.md").read_text()
+    quick_start = readme.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in quick_start.strip().splitlines()]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert len(commands) == 2 and all(command in ci.splitlines() for command in commands), commands
+    assert "python3 -m venv" in ci and "--system-site-packages" not in ci
+
+
 def test_the_core_imports_no_plugin_module():
     offenders = []
     for folder in CORE:

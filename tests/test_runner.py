@@ -23,6 +23,7 @@ from harness.config import identity_hash, load_grid
 from harness.errors import AttackOutputError, PluginCrash, PluginError
 from harness.hookspecs import hookimpl
 from harness.interfaces import Attack, AttackOutput, Defense
+from harness.plan import plan
 from harness.registry import Registry
 from harness.runner import run_grid
 from harness.specs import Kind, param, spec_from_dataclass
@@ -348,3 +349,38 @@ def test_show_prints_the_reports_table_fitted_to_the_terminal_and_the_data_for_s
     assert measured == pytest.approx({k: v for k, v in expected.items()})
     csv_lines = harness_cli("show", "--db", db, "--format", "csv").stdout.splitlines()
     assert csv_lines[0].startswith("model,defense,column,key,evaluated,accuracy") and len(csv_lines) == 1 + 3 * 4
+
+
+def test_a_unit_another_run_of_the_database_finished_is_copied_not_computed(tmp_path, registry):
+    """Two grids that share units (same data, model, attack, defenses, seed and settings) in one database: the
+    second copies the first's finished units, rows identical, and computes only what is new to it."""
+    pgd = '[[attacks]]\nplugin = "pgd"\nsteps = 3\nstep_size = 0.03\n'
+    defenses = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.1\n'
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first = load_grid(digits_grid(tmp_path / "a", n=40, attacks=pgd, defenses=defenses), registry)
+    second = load_grid(digits_grid(tmp_path / "b", n=40, defenses=defenses,
+                                   attacks=pgd + '[[attacks]]\nplugin = "cw"\nsteps = 3\nstep_size = 0.03\n'),
+                       registry, db_override=first.db)
+    assert second.run_id != first.run_id
+    with Store(first.db) as store:
+        run_grid(first, registry, store=store, progress=False)
+        run_grid(second, registry, store=store, progress=False)
+        units = store.units(second.run_id).set_index("attack")
+        assert units.loc["clean"].reused_from == units.loc["pgd"].reused_from == first.run_id
+        assert pd.isna(units.loc["cw"].reused_from) and units.finished.all()
+        columns = ["unit_key", "defense", "idx", "pred", "vote_frac", "draws", "linf"]
+        for attack in ("clean", "pgd"):
+            ours, theirs = (store.results(run)[lambda r: r.attack == attack][columns].sort_values(["defense", "idx"])
+                            .reset_index(drop=True) for run in (second.run_id, first.run_id))
+            assert ours.equals(theirs) and len(ours) == 2 * 40
+
+
+def test_units_that_record_more_are_not_copied_from_units_that_recorded_less(tmp_path, registry):
+    """The Lipschitz gaps and the saved examples enter a unit's key where they differ from the defaults."""
+    path = digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 2\n')
+    plain = {u.key for u in plan(load_grid(path, registry), registry)}
+    for setting in ("lipschitz = true", "save_examples = 2"):
+        other = tmp_path / f"{setting.split()[0]}.toml"
+        other.write_text(setting + "\n" + path.read_text())
+        assert plain.isdisjoint(u.key for u in plan(load_grid(other, registry), registry)), setting

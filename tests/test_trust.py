@@ -247,3 +247,44 @@ def test_figures_print_a_label_with_dollars_as_plain_text(tmp_path, registry, ca
     assert main(["report", "--db", grid.db, "--out", str(tmp_path / "report")]) == 0
     svgs = [p.read_text() for p in (tmp_path / "report" / "figures").glob("*.svg")]
     assert svgs and any("frac" in svg for svg in svgs)
+
+
+def test_a_run_recorded_on_another_kind_of_device_is_not_extended_unasked(tmp_path, registry):
+    """CPU and CUDA draw different random numbers: a database holding this grid's run from the other kind of device
+    is refused with one line, unless the run is continued explicitly; then the run record says so."""
+    from harness.config import Overrides
+    from harness.errors import HarnessError
+
+    path = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 2\n')
+    # the first part of the run as a CUDA machine records it (computed here, on the CPU, under its identity)
+    first = load_grid(path, registry, overrides=Overrides(resume_from_device="cuda"))
+    assert first.resumed_from == "cuda" and first.identity()["device"] == "cuda"
+    with Store(first.db) as store:
+        run_grid(first, registry, store=store, progress=False)
+    plain = load_grid(path, registry)
+    assert plain.run_id != first.run_id
+    with Store(plain.db) as store, pytest.raises(HarnessError, match=r"computed on cuda, and this machine computes on "
+                                                                      r"cpu.*--resume-from-device cuda"):
+        run_grid(plain, registry, store=store, progress=False)
+    with Store(plain.db, readonly=True) as store:
+        assert [r.run_id for r in store.runs()] == [first.run_id]       # nothing was written for the refused run
+    again = load_grid(path, registry, overrides=Overrides(resume_from_device="cuda"))
+    with Store(again.db) as store:
+        assert run_grid(again, registry, store=store, progress=False) == first.run_id
+        assert "continues a run computed on cuda" in store.run(first.run_id).device
+
+
+def test_a_plugin_package_that_fails_to_import_is_one_line_and_every_other_command_works(tmp_path, fake_site,
+                                                                                          registry, capsys):
+    db = tmp_path / "out.sqlite"
+    run_id = _run_into(tmp_path, db, registry, seed=9)
+    install_fake_plugin(fake_site, "0.3.0", 'raise ImportError("needs a library this machine lacks")\n')
+    capsys.readouterr()
+    for argv in (["show", "--db", str(db)], ["report", "--db", str(db), "--out", str(tmp_path / "r"), "--format",
+                                                   "markdown"], ["plugins", "--kind", "defense"]):
+        sys.modules.pop("fake_attack_plugin", None)
+        assert main(argv) == 0, argv
+        out, err = capsys.readouterr()
+        assert err.strip().splitlines() == ["harness: skipped plugin package fake-attack-plugin 0.3.0, entry point "
+                                            "fake = fake_attack_plugin: ImportError: needs a library this machine lacks"]
+    assert main(["show", "--db", str(db)]) == 0 and f"run {run_id}" in capsys.readouterr().out

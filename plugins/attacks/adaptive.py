@@ -14,6 +14,7 @@ from harness.interfaces import Attack, DefendedModel, Defense, Passes, through_d
 from harness.specs import param
 from harness.threat import ThreatModel
 from harness_plugins.attacks.autoattack_bridge import APGDTargeted, check_targets
+from harness_plugins.attacks.library_loops import apgd_loop
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 
@@ -109,8 +110,8 @@ class Adaptive(Attack):
                  randomized: bool) -> Tensor:
         seed = seed_from(generator)
         attack = self._library(model, threat, seed, x.device, randomized)
-        with isolated_rng(seed, x.device):
-            return attack.perturb(x, y).detach()
+        with isolated_rng(seed, x.device):   # an unbroken example keeps its best-loss point, never the clean x
+            return apgd_loop(attack, x, y, targeted=self.loss == "dlr-targeted", unbroken="last").detach()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -162,7 +163,8 @@ class Adaptive(Attack):
                         chosen, index = candidate[mask].detach(), todo[mask]
                         scored = scorer.predict(chosen, sequential=sequential)
                         broken, share = scored.pred != y[index], scored.first_wrong(y[index])
-                        keep = broken | (share > wrong_share[index])  # else the point most draws got wrong so far
+                        # else the point most draws got wrong so far; on a tie the newer one (never the clean x)
+                        keep = broken | (share >= wrong_share[index])
                         adv[index[keep]], wrong_share[index[keep]] = chosen[keep], share[keep]
                         robust[index[broken]] = False
         return adv

@@ -18,7 +18,11 @@ from harness.errors import PluginError
 from harness.interfaces import Access, Attack, AttackOutput, Passes
 from harness.specs import param
 from harness.threat import ThreatModel
+from harness_plugins.attacks.library_loops import KeepUnbroken, Unbroken, apgd_loop, fab_loop
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
+
+UNBROKEN_HELP = ("an example the attack did not break: its own last (best-loss) point, or the clean x as the "
+                 "library's perturb returns it (the paper preset)")
 
 
 def check_targets(attack: Attack, n_target_classes: int, num_classes: int) -> None:
@@ -54,13 +58,14 @@ class APGD(Attack):
     display_name: ClassVar[str] = "APGD-CE"
     # the released code built it as AutoAttack(version="custom", attacks_to_run=["apgd-ce"]), which keeps the
     # constructor's 5 restarts (the standard version sets 1)
-    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"n_restarts": 5}}
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"n_restarts": 5, "unbroken": "clean"}}
 
     n_iter: int = param(100, "iterations per restart", minimum=1)
     n_restarts: int = param(1, "restarts (AutoAttack standard: 1)", minimum=1)
     loss: Literal["ce", "dlr"] = param("ce", "cross-entropy or the DLR loss")
     rho: float = param(0.75, "step-size halving threshold", minimum=0, maximum=1)
     eot_iter: int = param(1, "gradient averaging over draws of a randomised model", minimum=1)
+    unbroken: Unbroken = param("last", UNBROKEN_HELP)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -71,7 +76,7 @@ class APGD(Attack):
                             eps=threat.eps, seed=seed, loss=self.loss, eot_iter=self.eot_iter, rho=self.rho,
                             device=x.device, logger=logging.getLogger("harness.apgd"))
         with isolated_rng(seed, x.device):
-            return attack.perturb(x, y).detach()
+            return apgd_loop(attack, x, y, targeted=False, unbroken=self.unbroken).detach()
 
     def passes(self, threat: ThreatModel) -> Passes:
         per_restart = self.n_iter * self.eot_iter
@@ -96,19 +101,21 @@ class APGDTargeted(Attack):
     """
 
     display_name: ClassVar[str] = "APGD-T"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"unbroken": "clean"}}
 
     n_iter: int = param(100, "iterations per target class", minimum=1)
     n_target_classes: int = param(9, "number of target classes", minimum=1)
     n_restarts: int = param(1, "restarts per target class", minimum=1)
     rho: float = param(0.75, "step-size halving threshold", minimum=0, maximum=1)
     eot_iter: int = param(1, "gradient averaging over draws of a randomised model", minimum=1)
+    unbroken: Unbroken = param("last", UNBROKEN_HELP)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
         seed = seed_from(generator)
         attack = self.library_attack(model, threat, seed, x.device)
         with isolated_rng(seed, x.device):
-            return attack.perturb(x, y).detach()
+            return apgd_loop(attack, x, y, targeted=True, unbroken=self.unbroken).detach()
 
     def check_data(self, num_classes: int) -> None:
         check_targets(self, self.n_target_classes, num_classes)
@@ -146,10 +153,12 @@ class FABTargeted(Attack):
     """
 
     display_name: ClassVar[str] = "FAB-T"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"unbroken": "clean"}}
 
     n_iter: int = param(100, "iterations", minimum=1)
     n_target_classes: int = param(9, "number of target classes", minimum=1)
     n_restarts: int = param(1, "restarts", minimum=1)
+    unbroken: Unbroken = param("last", UNBROKEN_HELP + "; its last point is projected into the threat model")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -160,7 +169,7 @@ class FABTargeted(Attack):
                               eps=threat.eps, seed=seed, targeted=True, n_target_classes=self.n_target_classes,
                               device=x.device)
         with isolated_rng(seed, x.device):
-            return attack.perturb(x, y).detach()
+            return fab_loop(attack, x, y, threat, unbroken=self.unbroken).detach()
 
     def check_data(self, num_classes: int) -> None:
         check_targets(self, self.n_target_classes, num_classes)
@@ -252,8 +261,11 @@ class AutoAttackEnsemble(Attack):
 
     display_name: ClassVar[str] = "AutoAttack"
     benchmark: ClassVar[bool] = True
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"unbroken": "clean"}}
 
     version: Literal["standard", "plus", "rand"] = param("standard", "AutoAttack's preset")
+    unbroken: Unbroken = param("last", "an example no attack of the ensemble broke: the point of the last one that "
+                                       "tried it, or the clean x as the library returns it (the paper preset)")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:
@@ -264,8 +276,9 @@ class AutoAttackEnsemble(Attack):
                                device=x.device)
         adversary.verbose = False
         with isolated_rng(seed, x.device):
+            kept = KeepUnbroken(adversary, x, y, threat) if self.unbroken == "last" else None
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
-        return x_adv.detach()
+        return (kept.fill(x_adv) if kept is not None else x_adv).detach()
 
     def passes(self, threat: ThreatModel) -> Passes:
         return Passes(100 + 900 + 900 + 5000, 100 + 900 + 9000)  # upper bounds of the standard version

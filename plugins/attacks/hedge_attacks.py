@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -189,6 +189,13 @@ class DAABlack(Attack):
 
     Library: pyautoattack's Square (queries counted per example). Norm: L∞ and L2.
 
+    Arguments:
+        n_queries (int): Square's query budget per example. Default: 5,000.
+        hedge_step_size (float): the one Hedge step's size. Default: 0.045 (released).
+        hedge_eps (float): the one Hedge step's radius. Default: 0.09 (released).
+        unbroken ("last" | "clean"): an example Square did not break: its last point, or the clean x, as the
+            released code's path through AutoAttack returns it (the paper preset). Default: "last".
+
     Example grid entry::
 
         [[attacks]]
@@ -196,17 +203,20 @@ class DAABlack(Attack):
     """
 
     display_name: ClassVar[str] = "DAA (black)"
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {"paper": {"unbroken": "clean"}}
 
     access: ClassVar[Access] = Access.BLACK_BOX
 
     n_queries: int = param(5000, "Square's query budget per example", minimum=1)
     hedge_step_size: float = param(0.045, "the one Hedge step's size", minimum=0)
     hedge_eps: float = param(0.09, "the one Hedge step's radius", minimum=0)
+    unbroken: Literal["last", "clean"] = param("last", "an example Square did not break: its last point, or the "
+                                                       "clean x (the released path through AutoAttack)")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator):
         wrapped = _OneStepHedge(model, self.hedge_step_size, self.hedge_eps, generator)
-        return Square(n_queries=self.n_queries)(wrapped, x, y, threat, generator=generator)
+        return Square(n_queries=self.n_queries, unbroken=self.unbroken)(wrapped, x, y, threat, generator=generator)
 
     def passes(self, threat: ThreatModel) -> Passes:
         return Passes(2 * self.n_queries, self.n_queries)

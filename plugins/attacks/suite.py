@@ -102,6 +102,8 @@ class AdaptiveSuite(AttackSuite):
         defense_steps_in_attack (int | None): an iterative defense's steps inside APGD-DLR-T and
             BPDA-PGD. Default: 5.
         full_gradient_steps (int): the defense's steps inside APGD-CE full. Default: 2.
+        algorithm6_steps (int): Algorithm 6's attack steps T, each through the grid's full defense. Default: 20,
+            the paper's.
 
     Example grid entry::
 
@@ -118,6 +120,7 @@ class AdaptiveSuite(AttackSuite):
     eot: int = param(3, "EOT draws of a random defense", minimum=1)
     defense_steps_in_attack: int | None = param(5, "an iterative defense's steps inside the BPDA members", minimum=0)
     full_gradient_steps: int = param(2, "the defense's steps inside APGD-CE full", minimum=1)
+    algorithm6_steps: int = param(20, "Algorithm 6's attack steps, each through the grid's full defense", minimum=1)
 
     def members(self) -> list[tuple[str, Attack]]:
         return [
@@ -126,7 +129,7 @@ class AdaptiveSuite(AttackSuite):
             ("BPDA-PGD", BPDAPGD(steps=self.pgd_steps, eot=self.eot, defense_steps_in_attack=self.defense_steps_in_attack)),
             ("APGD-CE full", Adaptive(loss="ce", gradient="full", n_iter=self.n_iter, eot=self.eot,
                                       defense_steps_in_attack=self.full_gradient_steps)),
-            ("Algorithm 6", HedgeAware(target="defended")),
+            ("Algorithm 6", HedgeAware(target="defended", steps=self.algorithm6_steps)),
         ]
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,

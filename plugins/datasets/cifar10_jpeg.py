@@ -55,6 +55,11 @@ def decode_split(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     return images, labels, classes
 
 
+# where the project's machines keep the JPEG copy: beside the current folder, or beside the harness checkout
+DEFAULT_ROOTS = (Path("../shared/data/cifar10-jpeg"), Path(__file__).resolve().parents[2] / ".." / "shared" / "data" /
+                 "cifar10-jpeg")
+
+
 @dataclass(frozen=True)
 class Cifar10Jpeg(DataSource):
     """CIFAR-10 (JPEG): a JPEG re-encoding of the CIFAR-10 images; not the original pixels."""
@@ -63,14 +68,19 @@ class Cifar10Jpeg(DataSource):
         "The images are a JPEG re-encoding of the CIFAR-10 test set, not the original PNG-exact images: "
         "accuracies are close to, but not the same as, those on CIFAR-10.")
 
-    root: str = param("", f"folder with test.npz and train.npz; default: the environment variable {ROOT_ENV}")
+    root: str = param("", f"folder with test.npz and train.npz; default: the environment variable {ROOT_ENV}, else "
+                          "../shared/data/cifar10-jpeg beside the current folder or the harness checkout")
 
     def folder(self) -> Path:
         root = self.root or os.environ.get(ROOT_ENV, "")
-        if not root:
-            raise DataError(f"cifar10-jpeg: no folder given. Fix: set root = \"...\" in the grid's [dataset] table, "
-                            f"or the environment variable {ROOT_ENV}, to the folder holding test.npz and train.npz")
-        return Path(root).expanduser()
+        if root:
+            return Path(root).expanduser()
+        found = next((folder for folder in DEFAULT_ROOTS if (folder / "test.npz").exists()), None)
+        if found is None:
+            raise DataError(f"cifar10-jpeg: no folder given, and none of {', '.join(map(str, DEFAULT_ROOTS))} holds "
+                            f"test.npz. Fix: set root = \"...\" in the grid's [dataset] table, or the environment "
+                            f"variable {ROOT_ENV}, to the folder holding test.npz and train.npz")
+        return found
 
     def split_path(self, split: str) -> Path:
         path = self.folder() / f"{split}.npz"

@@ -100,6 +100,14 @@ class Hedge(Defense):
                   differentiable=differentiable)
         return torch.stack(summed).sum(0)
 
+    def prediction_points(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> list[Tensor]:
+        """x_K; under ``predict = "released"`` the iterates x_1 … x_{K−1} whose logits the released code sums."""
+        if self.predict == "final":
+            return super().prediction_points(model, x, generator=generator)
+        points: list[Tensor] = []
+        self._run(model, x, generator, observe=lambda k, xk, logits: points.append(xk) if k >= 1 else None)
+        return points
+
     def passes(self) -> Passes:
         return Passes(self.steps, self.steps)
 
