@@ -17,7 +17,7 @@ from harness.store import Store
 
 WORST = "worst case"
 WORST_TRANSFER = "worst case (transfer)"
-WORST_ADAPTIVE = "worst case (adaptive) — report this"
+WORST_ADAPTIVE = "worst case (adaptive)"   # the column to report where a grid attacks through its defenses
 CELL_COLUMNS = ["model", "defense", "key", "mean", "std", "repeats", "n"]
 
 
