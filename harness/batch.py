@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from harness.config import Entry
+from harness.chatter import Chatter
 from harness.defended import DrawRunner
 from harness.interfaces import Attack, Defense, Passes
 from harness.plan import Unit
@@ -31,6 +32,7 @@ class BatchContext:
     y: Tensor
     num_classes: int
     draws: DrawRunner          # runs the defenses' draws, in chunks that fit in memory
+    chatter: Chatter = field(default_factory=Chatter)   # what its plugins print
 
     def generator(self, *purpose: object) -> torch.Generator:
         """This batch's own random stream for one purpose: a resumed unit draws what an uninterrupted one would."""
@@ -49,3 +51,4 @@ class Batch:
     counted: Passes = Passes(0, 0)      # passes made through the model, in images
     floor: Passes = Passes(0, 0)        # the passes the attack's loop and the scored draws cannot avoid
     smallest_chunk: int | None = None   # rows per defense draw, where memory ran out at the batch's size
+    messages: tuple[str, ...] = ()      # what its plugins printed

@@ -13,13 +13,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # What the core computes for a row, in every unit's identity: raised whenever the runner's own part of a row
 # changes (how draws are seeded, how a vote is decided), so that no unit mixes rows of two versions.
 ROWS_VERSION = 2
 # Older versions this one reads as they are and upgrades on the first write: it only added nullable columns
-# (3: runs.reported; 4: the units' counted passes, floor and smallest chunk, results.draws; 5: units.reused_from). Their missing fields read as the dataclass defaults.
-UPGRADES_FROM = (2, 3, 4)
+# (3: runs.reported; 4: the units' counted passes, floor and smallest chunk, results.draws; 5: units.reused_from;
+# 6: units.messages). Their missing fields read as the dataclass defaults.
+UPGRADES_FROM = (2, 3, 4, 5)
 APPLICATION_ID = 0x52484152   # "RHAR": robustness-harness results
 
 
@@ -83,6 +84,7 @@ class UnitRecord:
     floor_backward: float | None = None
     smallest_chunk: int | None = None       # rows per defense draw where memory ran out at the batch size
     reused_from: str | None = None          # the run of this database whose identical unit (same key) it copied
+    messages: str | None = None             # JSON list: what its plugins printed, once each (harness.chatter)
 
 
 @dataclass(frozen=True)

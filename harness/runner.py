@@ -170,7 +170,7 @@ class Runner:
         for batch in self.batches(unit, loaded, data, state.done, n):
             self.store.commit(grid.run_id, unit.key, batch.records, start=batch.start, stop=batch.stop,
                               total=n, seconds=batch.seconds, owner=owner.id if owner else "", counted=batch.counted,
-                              floor=batch.floor, smallest_chunk=batch.smallest_chunk)
+                              floor=batch.floor, smallest_chunk=batch.smallest_chunk, messages=batch.messages)
             bar.update(batch.stop - batch.start)
             if progress is not None:
                 progress.advance(unit.key, batch.stop - batch.start)
@@ -212,7 +212,7 @@ class Runner:
         counted_before = _counted(model)
         state = ModelState.of(model)
         t0 = time.perf_counter()
-        with plugin_call("attack", attack_label, unit.attack.plugin):
+        with plugin_call("attack", attack_label, unit.attack.plugin), ctx.chatter.capture(f"attack {attack_label}"):
             if unit.adaptive:
                 defense_entry, defense = ctx.defenses[0]
                 defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes_for(True),
@@ -241,7 +241,7 @@ class Runner:
             columns.update(observer.columns(ctx, x_adv))
         rows, examples, preds_by_defense = [], [], {}
         for entry, defense in ctx.defenses:
-            with plugin_call("defense", entry.label, entry.plugin):
+            with plugin_call("defense", entry.label, entry.plugin), ctx.chatter.capture(f"defense {entry.label}"):
                 preds = predict_defended(model, defense, x_adv, grid.votes_for(unit.adaptive),
                                          lambda d, label=entry.label: ctx.generator("defense", label, d),
                                          name=entry.label, num_classes=ctx.num_classes, runner=ctx.draws)
@@ -265,7 +265,7 @@ class Runner:
         counted = _counted(model)
         counted = Passes(counted.forward - counted_before.forward, counted.backward - counted_before.backward)
         return Batch(ctx.start, ctx.start + n, records, time.perf_counter() - t0, counted, floor,
-                     ctx.draws.smallest_chunk)
+                     ctx.draws.smallest_chunk, tuple(ctx.chatter.messages))
 
 
 def check_data_fits(grid: GridConfig, registry: Registry, data: LabelledData) -> None:

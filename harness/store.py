@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pandas as pd
 import sqlite_utils
 
+from harness.chatter import MAX_KEPT
 from harness.errors import StoreError
 from harness.cost import Passes
 from harness.records import (APPLICATION_ID, SCHEMA_VERSION, TABLES, UPGRADES_FROM, ClaimRecord, RunRecord,
@@ -309,6 +310,16 @@ class Store:
         with self._write():
             self.db["units"].insert_all((as_row(u) for u in units), ignore=True)
 
+    def _add_messages(self, run_id: str, key: str, messages: Iterable[str]) -> None:
+        """Merge what a batch's plugins printed into its unit's messages (distinct, in order, at most MAX_KEPT)."""
+        new = list(messages)
+        if not new:
+            return
+        row = self.db.execute("SELECT messages FROM units WHERE run_id = ? AND unit_key = ?", [run_id, key]).fetchone()
+        kept = json.loads(row[0]) if row and row[0] else []
+        kept += [m for m in dict.fromkeys(new) if m not in kept][:max(MAX_KEPT - len(kept), 0)]
+        self.db.execute("UPDATE units SET messages = ? WHERE run_id = ? AND unit_key = ?", [json.dumps(kept), run_id, key])
+
     def reuse_finished(self, run_id: str, keys: Iterable[str]) -> dict[str, str]:
         """Copy into ``run_id`` every unit of ``keys`` that another run of this database finished: a unit's key
         hashes everything that determines its rows (code, data, parameters, seeds, device), so the same key means
@@ -329,8 +340,9 @@ class Store:
                                     "WHERE run_id = ? AND unit_key = ?", [run_id, source[0], key])
                 self.db.execute(
                     "UPDATE units SET (done, finished, seconds, counted_forward, counted_backward, floor_forward, "
-                    "floor_backward, smallest_chunk, reused_from, updated) = (SELECT done, finished, seconds, "
-                    "counted_forward, counted_backward, floor_forward, floor_backward, smallest_chunk, ?, ? FROM units "
+                    "floor_backward, smallest_chunk, messages, reused_from, updated) = (SELECT done, finished, seconds, "
+                    "counted_forward, counted_backward, floor_forward, floor_backward, smallest_chunk, messages, ?, ? "
+                    "FROM units "
                     "WHERE run_id = ? AND unit_key = ?) WHERE run_id = ? AND unit_key = ?",
                     [source[0], time.time(), source[0], key, run_id, key])
             reused[key] = source[0]
@@ -345,7 +357,7 @@ class Store:
 
     def commit(self, run_id: str, key: str, records: Mapping[str, Iterable[Any]], *,
                start: int, stop: int, total: int, seconds: float, owner: str = "", counted: Passes = Passes(0, 0),
-               floor: Passes = Passes(0, 0), smallest_chunk: int | None = None) -> None:
+               floor: Passes = Passes(0, 0), smallest_chunk: int | None = None, messages: Iterable[str] = ()) -> None:
         """Records of the example range [start, stop) of a unit (by table: results, examples, gaps), its shard
         record and the unit's progress, atomically; the passes it made (``counted``) and its ``floor`` add to
         the unit's.
@@ -356,6 +368,7 @@ class Store:
             for table, rows in records.items():
                 self.db[table].insert_all((as_row(r) for r in rows), pk=TABLES[table][1], replace=True)
             self.db["shards"].insert(as_row(ShardRecord(run_id, key, start, stop, owner)), replace=True)
+            self._add_messages(run_id, key, messages)
             done = self.unit_state(run_id, key).done
             for shard in self.db["shards"].rows_where("run_id = ? and unit_key = ?", [run_id, key], order_by="start"):
                 if shard["start"] <= done:

@@ -1,6 +1,9 @@
-"""The one warning every summary of a run carries (`harness show`, `harness run`, the reports)."""
+"""The warnings every summary of a run carries (`harness show`, `harness run`, the reports): a transfer-only
+evaluation of a test-time defense, and what the plugins printed while they ran."""
 
 from __future__ import annotations
+
+import json
 
 from harness.aggregate import adaptive_attacks, test_time_defenses
 from harness.store import Store
@@ -10,8 +13,23 @@ def warnings_for(store: Store, run_id: str) -> list[str]:
     """A grid with a test-time defense but no adaptive attack overstates that defense's robustness."""
     run = store.run(run_id)
     test_time = test_time_defenses(run)
+    notes = []
     if test_time and not adaptive_attacks(run):
-        return [f"warning: no adaptive attack in this grid, so the worst case of {', '.join(test_time)} is the "
-                "transfer protocol only and overstates robustness (Croce et al., ICML 2022). "
-                "Add [[attacks]] plugin = \"adaptive-suite\" to attack model + defense end to end."]
-    return []
+        notes.append(f"warning: no adaptive attack in this grid, so the worst case of {', '.join(test_time)} is the "
+                     "transfer protocol only and overstates robustness (Croce et al., ICML 2022). "
+                     "Add [[attacks]] plugin = \"adaptive-suite\" to attack model + defense end to end.")
+    return notes + plugin_messages(store, run_id)
+
+
+def plugin_messages(store: Store, run_id: str) -> list[str]:
+    """What the plugins printed, once per unit (harness.chatter), each naming the unit and the plugin."""
+    units = store.units(run_id)
+    if units.empty or "messages" not in units:
+        return []
+    out = []
+    for unit in units.itertuples():
+        if isinstance(unit.messages, str) and unit.messages:
+            defenses = ", ".join(json.loads(unit.defenses)) if unit.adaptive else "bare model"
+            out += [f"warning: {unit.model} × {unit.attack} [{defenses}] × r{unit.repeat}: {message}"
+                    for message in json.loads(unit.messages)]
+    return out

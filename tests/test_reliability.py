@@ -229,7 +229,7 @@ def test_a_database_of_the_previous_schema_is_read_as_it_is_and_upgraded_only_wh
     with sqlite3.connect(old) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "reported" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-        assert {"counted_forward", "floor_backward", "smallest_chunk", "reused_from"} <= {
+        assert {"counted_forward", "floor_backward", "smallest_chunk", "reused_from", "messages"} <= {
             row[1] for row in conn.execute("PRAGMA table_info(units)")}
         assert "draws" in {row[1] for row in conn.execute("PRAGMA table_info(results)")}
     assert Store(old, readonly=True).run().run_id == store.run().run_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -111,6 +113,17 @@ class BadAttack(Attack):
 
 
 @dataclass(frozen=True)
+class ChattyPGD(PGD):
+    """PGD that talks as libraries do: a print, a warning and a log record on every call."""
+
+    def __call__(self, model, x, y, threat, *, generator):
+        print("computing the gradients now")
+        warnings.warn("this might lead to unreliable evaluation")
+        logging.getLogger("some.library").warning("there are 2 points with zero gradient!")
+        return super().__call__(model, x, y, threat, generator=generator)
+
+
+@dataclass(frozen=True)
 class BadDefense(Defense):
     """Deliberately broken predictions: NaN logits, or one column more than the dataset has classes."""
 
@@ -132,7 +145,8 @@ def _test_plugins() -> types.ModuleType:
     @hookimpl
     def harness_attacks():
         return [spec_from_dataclass(CountingPGD, name="counting-pgd", kind=Kind.ATTACK),
-                spec_from_dataclass(BadAttack, name="bad", kind=Kind.ATTACK)]
+                spec_from_dataclass(BadAttack, name="bad", kind=Kind.ATTACK),
+                spec_from_dataclass(ChattyPGD, name="chatty", kind=Kind.ATTACK)]
 
     @hookimpl
     def harness_defenses():
@@ -384,3 +398,23 @@ def test_units_that_record_more_are_not_copied_from_units_that_recorded_less(tmp
         other = tmp_path / f"{setting.split()[0]}.toml"
         other.write_text(setting + "\n" + path.read_text())
         assert plain.isdisjoint(u.key for u in plan(load_grid(other, registry), registry)), setting
+
+
+def test_what_a_plugin_prints_is_kept_once_per_unit_for_the_report_not_mixed_into_the_output(tmp_path, registry_plus,
+                                                                                               capsys):
+    from harness.summary import warnings_for
+
+    grid = load_grid(digits_grid(tmp_path, n=60, batch_size=20, attacks='[[attacks]]\nplugin = "chatty"\nsteps = 2\n'),
+                     registry_plus)
+    capsys.readouterr()
+    with Store(grid.db) as store:
+        run_grid(grid, registry_plus, store=store, progress=False)
+        out, err = capsys.readouterr()
+        assert "computing the gradients" not in out + err and "zero gradient" not in out + err
+        units = store.units(grid.run_id).set_index("attack")
+        assert sorted(json.loads(units.loc["chatty"].messages)) == [        # three batches, each message once
+            "attack chatty: computing the gradients now", "attack chatty: there are 2 points with zero gradient!",
+            "attack chatty: this might lead to unreliable evaluation"]
+        assert pd.isna(units.loc["clean"].messages)
+        shown = warnings_for(store, grid.run_id)
+    assert "warning: robust × chatty [bare model] × r0: attack chatty: there are 2 points with zero gradient!" in shown
