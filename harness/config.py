@@ -289,7 +289,7 @@ def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, k
         attacks = [(f"{entry.label}: {name}", member) for name, member in built.members()]
     rungs = integer(raw, "ladder", 1, file, 1, 8) if isinstance(raw, dict) else 1
     out = []
-    for label, attack in attacks:
+    for shown, attack in attacks:
         for rung in range(rungs):
             factor = 2 ** rung
             try:
@@ -297,10 +297,10 @@ def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, k
             except HarnessError as exc:
                 raise ConfigError(file, f"{key}.ladder", str(exc)) from None
             spec = registry.spec_of(kind, type(scaled))
-            out.append(Entry(plugin=spec.name, label=label if factor == 1 else f"{label} ×{factor}",
+            out.append(Entry(plugin=spec.name, label=shown if factor == 1 else f"{shown} ×{factor}",
                              params=entry.params if scaled is built else _params_of(scaled), eps=entry.eps,
                              suite=entry.label if isinstance(built, AttackSuite) else None,
-                             ladder=(label, factor) if rungs > 1 else None, code=spec.code))
+                             ladder=(shown, factor) if rungs > 1 else None, code=spec.code))
     return out
 
 

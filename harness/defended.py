@@ -131,33 +131,34 @@ def predict_defended(model: nn.Module, defense: Defense, x: Tensor, votes: int, 
     start = time.perf_counter()
     runner = runner or DrawRunner()
     draws = defense.draws(votes)
-    majority = draws // 2 + 1
-    n = x.shape[0]
-    rows = torch.arange(n, device=x.device)
-    counts: Tensor | None = None
+    majority, first = draws // 2 + 1, (draws + 1) // 2
+    rows = torch.arange(x.shape[0], device=x.device)
+
+    def draw(d: int) -> Tensor:
+        return runner.logits(model, defense, x, rows, generators(d), name=name, num_classes=num_classes)
+
+    logits = draw(0)
+    counts = torch.zeros(logits.shape, dtype=torch.int64, device=x.device)
+    summed = torch.zeros(logits.shape, dtype=torch.float32, device=x.device)
+    made = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    first_votes, first_summed = counts, summed
     for d in range(draws):
-        if d == (draws + 1) // 2:
-            first_votes, first_summed = counts.clone(), summed.clone()  # type: ignore[union-attr]
-        if d >= (draws + 1) // 2 and sequential:
-            rows = (counts.amax(dim=1) < majority).nonzero().flatten()  # type: ignore[union-attr]
-            if not len(rows):
-                break
-        logits = runner.logits(model, defense, x, rows, generators(d), name=name, num_classes=num_classes)
-        if counts is None:
-            counts = torch.zeros(n, logits.shape[1], dtype=torch.int64, device=x.device)
-            summed = torch.zeros(n, logits.shape[1], dtype=torch.float32, device=x.device)
-            made = torch.zeros(n, dtype=torch.int64, device=x.device)
+        if d > 0:
+            if d >= first and sequential:
+                rows = (counts.amax(dim=1) < majority).nonzero().flatten()
+                if not len(rows):
+                    break
+            logits = draw(d)
         counts[rows, logits.argmax(dim=1)] += 1
         summed[rows] += logits.softmax(dim=1)
         made[rows] += 1
-    assert counts is not None
-    if draws == 1:
-        first_votes, first_summed = counts, summed
+        if d == first - 1:   # the first ⌈V/2⌉ draws: every example has them, however the vote goes on
+            first_votes, first_summed = counts.clone(), summed.clone()
     pred = counts.argmax(dim=1)   # the first maximum: ties go to the lowest class index
     vote_frac = counts.gather(1, pred[:, None]).squeeze(1) / made
-    first = first_votes.sum(dim=1, keepdim=True)
     synchronize(x.device)
-    return Predictions(pred, vote_frac.float(), made, first_votes, first_summed / first, time.perf_counter() - start)
+    return Predictions(pred, vote_frac.float(), made, first_votes, first_summed / first_votes.sum(dim=1, keepdim=True),
+                       time.perf_counter() - start)
 
 
 def draws_from(generator: torch.Generator) -> DrawGenerators:

@@ -355,7 +355,9 @@ def _value(entry: dict[str, Any], parameter: str) -> float:
 def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], run: RunRecord,
             worst_keys: list[str], names: dict[str, str]) -> tuple[list[Sweep], list[HeatMap]]:
     acc = {(r.model, r.defense, r.key): float(r.mean) for r in cells.itertuples()}
-    n = (lambda label: names.get(label, label))
+    def n(label: str) -> str:
+        return names.get(label, label)
+
     flip = {(f.model, f.attack, f.defense): f for f in flips}
     plugins = {kind: run.entries(kind) for kind in ("attacks", "defenses")}
     attacks = [a for a in plugins["attacks"] if a.get("role") != Role.BASELINE.value]
@@ -403,7 +405,9 @@ def _examples(store: Store, run: RunRecord, names: dict[str, str], per_kind: int
         "WHERE e.run_id = ? AND e.defense != ? AND u.adaptive = 0 "
         "ORDER BY e.model, e.attack, e.defense, e.repeat, e.idx", [run.run_id, reference])
         if r["attack"] not in baselines]
-    name = (lambda c: classes[c] if 0 <= c < len(classes) else str(c))
+    def name(c: int) -> str:
+        return classes[c] if 0 <= c < len(classes) else str(c)
+
     chosen: dict[str, list[Example]] = {"FtoT": [], "TtoF": []}
     seen: set[tuple[str, int]] = set()  # one image once: repeats and attacks often flip the same example
     for r in rows:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DIGITS_ROBUST, REPO, harness_cli, shared_file
+from conftest import DIGITS_ROBUST, REPO, shared_file
 from harness.cli import main
 
 GRID = f"""dataset = "digits"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, harness_cli, shared_file
+from conftest import harness_cli, shared_file
 from harness.errors import DataError, PluginError
 from harness_plugins.datasets.cifar_pickle import Cifar10, Cifar100
 from harness_plugins.datasets.idx import FashionMNIST, read_idx

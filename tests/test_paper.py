@@ -3,7 +3,6 @@ a plain re-implementation of the released loop, on real data), the paper's defin
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks import reference_loops as released
-from conftest import REPO, SHARED, digits_grid, harness_cli, shared_file
+from conftest import REPO, digits_grid, harness_cli, shared_file
 from harness.cli import main
 from harness.config import Entry, Overrides, load_grid
 from harness.plan import build

@@ -93,7 +93,9 @@ def train(cfg: TrainConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: Te
     first_epoch = 0
     if state_path.exists():  # resume
         state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
         first_epoch, best = int(state["epoch"]) + 1, float(state["best"])
         record = json.loads(state_path.with_suffix(".json").read_text())
     for epoch in range(first_epoch, cfg.epochs):
@@ -117,7 +119,8 @@ def train(cfg: TrainConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: Te
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step(); sched.step()
+            opt.step()
+            sched.step()
             total_loss += float(loss.detach())
         model.eval()
         with torch.no_grad():
