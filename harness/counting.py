@@ -13,7 +13,10 @@ from harness.cost import Passes
 
 class PassCounter(nn.Module):
     """The model, counting in images: a forward pass per input row, and a backward pass per row whose logits
-    a gradient flowed back through (``torch.autograd.grad`` and ``backward`` alike; twice if taken twice)."""
+    a gradient flowed back through (``torch.autograd.grad`` and ``backward`` alike; twice if taken twice).
+
+    Its logits leave in fp32 (under bf16 autocast: the rounded values, exactly): libraries that index or compare
+    them against their own fp32 tensors (pyautoattack's Square) would otherwise fail under a bf16 grid."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -23,7 +26,7 @@ class PassCounter(nn.Module):
         self.backward_rows = 0
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.model(x)
+        out = self.model(x).float()
         self.forward_rows += x.shape[0]
         if out.requires_grad:
             out.register_hook(self._count_backward)

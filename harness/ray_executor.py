@@ -19,12 +19,14 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from harness.batch import Batch
 from harness.config import GridConfig
+from harness.cost import Passes
 from harness.errors import HarnessError
 from harness.interfaces import LabelledData
 from harness.plan import Unit
+from harness.provenance import device_name
 from harness.registry import Registry
-from harness.batch import Batch
 from harness.runner import Runner
 from harness.store import Store
 
@@ -61,14 +63,17 @@ def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch
     data = LabelledData(x.to(runner.device), y.to(runner.device), classes, domain, display)
     loaded = runner.load_model(grid.models.index(unit.model))
     records: dict[str, list] = {}
-    seconds = 0.0
+    seconds, counted, floor, messages, chunk = 0.0, Passes(0, 0), Passes(0, 0), [], None
     for batch in runner.batches(unit, loaded, data, start, stop):
         for table, rows in batch.records.items():
             records.setdefault(table, []).extend(rows)
-        seconds += batch.seconds
+        seconds, counted, floor = seconds + batch.seconds, counted + batch.counted, floor + batch.floor
+        messages += batch.messages
+        chunk = batch.smallest_chunk or chunk
         if after_batch is not None:
             after_batch(batch)
-    return {"records": records, "seconds": seconds, "start": start, "stop": stop}
+    return {"records": records, "seconds": seconds, "start": start, "stop": stop, "counted": counted, "floor": floor,
+            "smallest_chunk": chunk, "messages": messages, "device": device_name(runner.device)}
 
 
 def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = None, *, address: str | None = None,
@@ -82,7 +87,9 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = Non
         raise HarnessError("--executor ray needs Ray: pip install 'robustness-harness[ray]' (or pip install ray)") from None
     if grid.threads is None:   # the workers compute with the driver's thread count (see evaluate_range)
         grid = dataclasses.replace(grid, threads=torch.get_num_threads())
-    runner = runner or Runner(grid, registry, store, progress=progress)
+    # the driver checks every model on its CPU (a head machine need not have the workers' GPUs, and the models it
+    # loads stay out of Ray's accounting); the workers record the device that computed the rows
+    runner = runner or Runner(grid, registry, store, progress=progress, device=torch.device("cpu"))
     data, units = runner.prepare()  # data loaded, every model checked and the run recorded before any task starts
     store = runner.store
     if not ray.is_initialized():
@@ -106,7 +113,11 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = Non
         shard = pending.pop(ready[0])
         result = ray.get(ready[0])  # raises after max_retries failed attempts: the driver stops, the DB keeps the rest
         store.commit(grid.run_id, shard.unit.key, result["records"], start=shard.start, stop=shard.stop,
-                     total=grid.n_examples, seconds=result["seconds"])
+                     total=grid.n_examples, seconds=result["seconds"], counted=result.get("counted", Passes(0, 0)),
+                     floor=result.get("floor", Passes(0, 0)), smallest_chunk=result.get("smallest_chunk"),
+                     messages=result.get("messages", ()))
+        if result.get("device"):    # the device that computed the rows, not the driver's
+            store.record_device(grid.run_id, result["device"], instead_of=device_name(runner.device))
         bar.update(shard.stop - shard.start)
     bar.close()
     store.end_run(grid.run_id)

@@ -6,6 +6,7 @@ every defense is evaluated on those same examples. Rows are committed batch by b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -41,9 +42,11 @@ log = logging.getLogger("harness")
 
 
 class Runner:
-    def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True):
+    def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True,
+                 device: torch.device | None = None):
         self.grid, self.registry, self.progress, self._store = grid, registry, progress, store
-        self.device = torch.device(grid.device_kind)  # fixed when the grid was loaded: part of its identity
+        # the grid's kind of device, fixed when it was loaded (part of its identity); a Ray driver checks on its CPU
+        self.device = device or torch.device(grid.device_kind)
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
         self._loaded: tuple[int, LoadedModel, LoadedModel] | None = None
@@ -212,7 +215,9 @@ class Runner:
         counted_before = _counted(model)
         state = ModelState.of(model)
         t0 = time.perf_counter()
-        with plugin_call("attack", attack_label, unit.attack.plugin), ctx.chatter.capture(f"attack {attack_label}"):
+        exact = torch.autocast(self.device.type, enabled=False) if ctx.attack.full_precision else contextlib.nullcontext()
+        with plugin_call("attack", attack_label, unit.attack.plugin), ctx.chatter.capture(f"attack {attack_label}"), \
+                exact:
             if unit.adaptive:
                 defense_entry, defense = ctx.defenses[0]
                 defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes_for(True),

@@ -283,6 +283,19 @@ class Store:
             self.db["runs"].update(run.run_id, {k: v for k, v in row.items() if k not in ("run_id", "started")}
                                    | {"ended": None})
 
+    def record_device(self, run_id: str, device: str, *, instead_of: str = "") -> None:
+        """Add a device that computed part of the run (a Ray worker's) to the run's record, once; it replaces
+        ``instead_of`` (the driver's, which only checked the models)."""
+        with self._write():
+            before = self.db.execute("SELECT device FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]
+            if before == instead_of:
+                after = device
+            elif device in before.split("; then "):
+                return
+            else:
+                after = f"{before}; then {device}"
+            self.db.execute("UPDATE runs SET device = ? WHERE run_id = ?", [after, run_id])
+
     def end_run(self, run_id: str) -> None:
         with self._write():
             self.db["runs"].update(run_id, {"ended": time.time()})

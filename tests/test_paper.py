@@ -523,3 +523,36 @@ def test_defaults_that_resolve_at_run_time_are_the_papers(registry):
 
 def _entry(plugin: str) -> Entry:
     return Entry(plugin, plugin)
+
+
+@pytest.mark.parametrize("preset,ddof,name", [("honest", 1, "sample standard deviation"),
+                                               ("paper", 0, "population standard deviation over repeats (np.std")])
+def test_the_spread_over_repeats_is_the_presets(tmp_path, registry, preset, ddof, name):
+    """Table 4: the released code prints np.std (ddof 0) and calls it "var"; the paper preset reports that, named
+    as what it is; the honest preset the sample standard deviation."""
+    import numpy as np
+
+    from harness_reports.content import build_content
+
+    grid = load_grid(digits_grid(tmp_path, n=40, repeats=3, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 3\n',
+                                 defenses='[[defenses]]\nplugin = "random"\neps_d = 0.2\n'), registry,
+                     overrides=Overrides(preset=preset))
+    with Store(grid.db) as store:
+        run_grid(grid, registry, store=store, progress=False)
+        accuracy = store.accuracy(grid.run_id)
+        content = build_content(store, grid.run_id)
+    per_repeat = accuracy[(accuracy.attack == "pgd")].sort_values("repeat").acc.to_numpy() * 100
+    cell = content.std.groups[0].rows[0].cells[content.std.keys.index("pgd")]
+    assert cell.std == pytest.approx(np.std(per_repeat, ddof=ddof)) and per_repeat.std() > 0
+    assert content.spread.startswith(name) and ("var" in content.spread) == (preset == "paper")
+
+
+def test_a_paper_row_printed_twice_is_described_not_compared(registry):
+    from harness_reports.reproduction import ReproductionRow, _summaries
+
+    grid = load_grid(REPO / "configs" / "table5.toml", registry)
+    notes = dict(grid.reported.notes)
+    assert "copy of row 6" in notes["Gowal2020Uncovering_34_20"]
+    rows = [ReproductionRow("Gowal2020Uncovering_34_20", "−", "PGD", 60.0, 40.0, 35.0, 45.0, False, 2000)]
+    assert _summaries(rows, notes) == ["Gowal2020Uncovering_34_20: its reported values are a copy of row 6 "
+                                       "(Cui2020Learnable_34_20) in the paper; not compared."]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -73,11 +76,32 @@ CHANGED_TOLERANCE = 0.03
 CLEAN_TOLERANCE = 0.01
 
 
+# The attacks that leave their points at the decision boundary, where rounding could flip a verdict: RayS and
+# DeepFool (minimum-norm), the clamped CW (it stops at the boundary) and Square (its margin comparisons).
+BOUNDARY_ATTACKS = ATTACKS + """
+[[attacks]]
+plugin = "cw"
+label = "cw-clamped"
+steps = 10
+step_size = 0.025
+confidence = 0.0
+[[attacks]]
+plugin = "deepfool"
+steps = 20
+[[attacks]]
+plugin = "rays"
+n_queries = 300
+[[attacks]]
+plugin = "square"
+n_queries = 300
+"""
+
+
 def test_bf16_channels_last_run_is_recorded_and_changes_few_predictions(tmp_path, registry):
     rows = {}
     for name, extra in (("fp32", ""), ("bf16", 'precision = "bf16"\nchannels_last = true')):
         (tmp_path / name).mkdir()
-        grid = load_grid(digits_grid(tmp_path / name, attacks=ATTACKS, defenses=DEFENSES, extra=extra, n=200,
+        grid = load_grid(digits_grid(tmp_path / name, attacks=BOUNDARY_ATTACKS, defenses=DEFENSES, extra=extra, n=200,
                                      batch_size=100), registry)
         store = Store(grid.db)
         run_grid(grid, registry, store=store, progress=False)
@@ -103,3 +127,51 @@ def test_compiled_model_gives_the_fp32_numbers(tmp_path, registry):
         run_grid(grid, registry, store=store, progress=False)
         accs.append(store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc)
     assert (accs[0] - accs[1]).abs().max() <= 0.05
+
+
+def test_the_verdict_is_computed_in_fp32_whatever_the_precision(digits, digits_robust):
+    """Under bf16 autocast the model's own logits are rounded; the scored prediction is not."""
+    from harness.defended import predict_defended
+    from harness_plugins.defenses.basic import NoDefense
+
+    x = digits.x[:100]
+    with torch.no_grad():
+        exact = digits_robust(x).softmax(1)
+    with Compute(Precision.BF16).context(torch.device("cpu")):
+        scored = predict_defended(digits_robust, NoDefense(), x, 1, lambda d: torch.Generator().manual_seed(d))
+        with torch.no_grad():
+            rounded = digits_robust(x).float().softmax(1)
+    assert torch.equal(scored.probabilities, exact) and not torch.equal(rounded, exact)
+
+
+def test_attacks_that_stop_on_the_boundary_run_in_fp32_under_a_bf16_grid(tmp_path, registry):
+    """A point on the decision boundary of the bf16 model is a coin flip for the fp32 verdict: RayS and DeepFool
+    declare it (full_precision), and the runner runs them without autocast; the others keep the grid's precision."""
+    import types
+
+    from harness.hookspecs import hookimpl
+    from harness.interfaces import Attack
+    from harness.registry import Registry
+    from harness.specs import Kind, spec_from_dataclass
+
+    seen = {}
+
+    @dataclass(frozen=True)
+    class Probe(Attack):
+        full_precision: ClassVar[bool] = True
+
+        def __call__(self, model, x, y, threat, *, generator):
+            seen["autocast"] = torch.is_autocast_enabled("cpu")
+            seen["logits"] = model(x).dtype
+            return x.clone()
+
+    module = types.ModuleType("probe_plugins")
+    module.harness_attacks = hookimpl(lambda: [spec_from_dataclass(Probe, name="probe", kind=Kind.ATTACK)])
+    plus = Registry(extra_modules=(module,))
+    assert plus.skipped == []
+    grid = load_grid(digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "probe"\n',
+                                 extra='precision = "bf16"'), plus)
+    run_grid(grid, plus, store=Store(grid.db), progress=False)
+    assert seen == {"autocast": False, "logits": torch.float32}
+    exact = {name for name in registry.names(Kind.ATTACK) if registry.get(Kind.ATTACK, name).declared("full_precision")}
+    assert {"rays", "deepfool"} <= exact and "pgd" not in exact

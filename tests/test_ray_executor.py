@@ -68,6 +68,9 @@ def test_sharded_ray_run_gives_the_local_rows(cluster, reference, tmp_path, regi
     assert units.finished.all() and (units.done == 60).all()
     shards = list(store.db["shards"].rows)
     assert len(shards) == 3 * 3 and {s["start"] for s in shards} == {0, 20, 40}  # 3 units × 3 shards
+    # the workers report the passes they made, as the local runner does, and the device that computed the rows
+    assert (units.counted_forward > 0).all() and (units.floor_forward > 0).all()
+    assert "; then" not in store.run(grid.run_id).device and store.run(grid.run_id).device.startswith("cpu")
 
 
 def test_a_worker_killed_mid_unit_is_retried_and_loses_or_duplicates_nothing(cluster, reference, tmp_path, registry):

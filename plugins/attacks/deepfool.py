@@ -50,6 +50,7 @@ class DeepFool(Attack):
     """
 
     display_name: ClassVar[str] = "DeepFool"
+    full_precision: ClassVar[bool] = True    # a minimum-norm point, on the boundary: fp32 under a bf16 grid
 
     steps: int = param(50, "maximum iterations", minimum=0)
     overshoot: float = param(0.02, "overshoot factor", minimum=0)

@@ -51,6 +51,7 @@ class RayS(Attack):
 
     access: ClassVar[Access] = Access.BLACK_BOX
     norms: ClassVar[tuple[Norm, ...]] = (Norm.LINF,)
+    full_precision: ClassVar[bool] = True    # it stops on the boundary: run in fp32 under a bf16 grid
 
     n_queries: int = param(10000, "query budget per example", minimum=1)
     early_stop: bool = param(False, "stop an example at its first boundary within ε (the official code does not)")
