@@ -52,6 +52,16 @@ def test_ci_runs_the_readmes_two_commands_as_written_in_a_new_virtual_environmen
     assert "python3 -m venv" in ci and "--system-site-packages" not in ci
 
 
+def test_the_readmes_layout_table_names_every_module_of_the_core():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Layout", 1)[1].split("\n\n", 2)[1]
+    for folder in ("harness", "reports"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{folder}/`"))
+        named = set(re.findall(r"`(\w+)`", row))
+        modules = {p.stem for p in (REPO / folder).glob("*.py") if p.stem not in ("__init__", "__main__")}
+        assert modules <= named, f"{folder}/: the README's layout table leaves out {sorted(modules - named)}"
+
+
 def test_the_core_imports_no_plugin_module():
     offenders = []
     for folder in CORE:
