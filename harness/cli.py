@@ -28,13 +28,47 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
         print(f"{kind.plural}:")
         for spec in specs:
             print(f"  {spec.name}  —  {spec.description}  [{spec.distribution}]")
+            declared = _declared(spec)
+            if declared:
+                print(f"      ({declared})")
             for p in spec.params:
-                print(f"      {p.name}: {p.type_name()} = {p.default_text()}" + (f"  # {p.help}" if p.help else ""))
+                bounds = f" ({p.range_text()})" if p.minimum is not None or p.maximum is not None else ""
+                print(f"      {p.name}: {p.type_name()} = {p.default_text()}{bounds}" + (f"  # {p.help}" if p.help else ""))
     if registry.commands() and not args.kind:
         print("commands:")
         for command in registry.commands():
             print(f"  harness {command.name}  —  {command.help}")
     return 0
+
+
+def _declared(spec) -> str:
+    """What an attack or defense declares, as tables and the core read it: display name, role, access, randomness,
+    norms, and its cost per example at its defaults (an attack against the bare model at L∞ 8/255)."""
+    from harness.interfaces import Access, Attack, AttackSuite, Defense
+    from harness.threat import Norm, ThreatModel
+
+    factory = spec.factory
+    if not isinstance(factory, type) or not issubclass(factory, (Attack, Defense)):
+        return ""
+    parts = [f"shown as {factory.display_name or spec.name!r}", f"role {factory.role.value}"]
+    if issubclass(factory, Attack):
+        access = factory.access.value if isinstance(factory.access, Access) else "set by the class it names"
+        parts += [f"access {access}", "norms " + "/".join(n.value for n in factory.norms)]
+        parts += ["runs in fp32 under bf16"] if factory.full_precision else []
+    else:
+        parts.append("randomised: majority vote" if factory.randomized else "deterministic")
+    try:
+        built = factory()
+        if isinstance(built, AttackSuite):
+            return "; ".join(parts + ["runs as its members: " + ", ".join(name for name, _ in built.members())])
+        if isinstance(built, Attack) and built.adaptive:
+            return "; ".join(parts + ["attacks through each defense of the grid (its cost there: --dry-run)"])
+        cost = built.passes(ThreatModel(Norm.LINF, 8 / 255)) if isinstance(built, Attack) else built.passes()
+        parts.append(f"cost {cost.forward:,.0f} forward + {cost.backward:,.0f} backward passes per example"
+                     + (" before its prediction" if isinstance(built, Defense) else ""))
+    except Exception:  # noqa: BLE001 - a plugin that needs parameters has no cost at its defaults
+        parts.append("cost: set by its parameters")
+    return "; ".join(parts)
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
@@ -60,7 +94,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
                            f"{grid.batch_size}, so that shards draw the same random numbers as one pass over a unit")
     grid.apply_threads()
     if args.dry_run:
-        return _dry_run(grid, registry)
+        return _dry_run(grid, registry, args.for_gpu)
     if args.estimate:
         return _estimate(grid, registry)
     from harness.plan import plan
@@ -92,26 +126,63 @@ def _labels(text: str | None, option: str) -> tuple[str, ...]:
     return labels
 
 
-def _dry_run(grid, registry: Registry) -> int:
+def _dry_run(grid, registry: Registry, gpu_name: str) -> int:
+    from harness.cost import Passes
+    from harness.flops import EFFICIENCY, GPUS, gpu_hours
     from harness.plan import build, plan, unit_cost
     from harness.specs import Kind
 
     units = plan(grid, registry)
-    total_f = total_b = 0.0
+    total = Passes(0, 0)
+    by_cell: dict[tuple[str, str], Passes] = {}
     print(f"run {grid.run_id}: {len(units)} work units on {grid.n_examples} examples of {grid.dataset.label}")
     for unit in units:
         cost = unit_cost(unit, grid, registry)
-        total_f, total_b = total_f + cost.forward, total_b + cost.backward
+        total = total + cost
+        cell = (unit.model.label, unit.attack.label)
+        by_cell[cell] = by_cell.get(cell, Passes(0, 0)) + cost
         print(f"  {unit.key}  {unit.describe():<60}  defenses: {', '.join(d.label for d in unit.defenses)}  "
               f"forward {cost.forward:,.0f}  backward {cost.backward:,.0f}")
-    print(f"total: forward {total_f:,.0f}  backward {total_b:,.0f} passes of one image through the model")
+    print(f"total: forward {total.forward:,.0f}  backward {total.backward:,.0f} passes of one image through the model")
+    flops = {}
     for index, entry in enumerate(grid.models):
         model = build(registry, entry, Kind.MODEL)
         model.check()  # e.g. the RobustBench ID exists
         for path in model.source_files():
             state = "present" if path.exists() else "MISSING"
             print(f"  needs file: {path}  [{state}]  (models[{index}] {entry.label!r})")
+        flops[entry.label] = _forward_flops(model)
+    gpu = GPUS[gpu_name]
+    print(f"summary per model × attack, in passes and in {gpu.name.upper()} hours: an estimate from FLOPs (no "
+          f"weights needed) at {EFFICIENCY:.0%} of its dense bf16 peak, upper bounds for early-stopping attacks; "
+          "harness run --estimate on the GPU measures instead")
+    for model in dict.fromkeys(m for m, _ in by_cell):
+        cells = {a: p for (m, a), p in by_cell.items() if m == model}
+        hours = {a: gpu_hours(p, flops[model], gpu) for a, p in cells.items()} if flops.get(model) else {}
+        per = f"{flops[model] / 1e9:,.2f} GFLOP per image" if flops.get(model) else "FLOPs unknown for its architecture"
+        print(f"  {model} ({per})" + (f": {_hours(sum(hours.values()))} in all" if hours else ""))
+        for attack, p in cells.items():
+            print(f"    {attack:<40} forward {p.forward:>16,.0f}  backward {p.backward:>16,.0f}"
+                  + (f"  ≈ {_hours(hours[attack])}" if hours else ""))
     return 0
+
+
+def _forward_flops(model) -> float | None:
+    """One image's forward FLOPs of a model plugin's architecture, built on the meta device (no weights)."""
+    import torch
+
+    from harness.flops import forward_flops
+
+    try:
+        with torch.device("meta"):
+            built = model.architecture()
+        return forward_flops(*built) if built is not None else None
+    except Exception:  # noqa: BLE001 - costing is advice: an architecture that cannot run on meta has no estimate
+        return None
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.2f} GPU-h" if hours < 100 else f"{hours:,.0f} GPU-h"
 
 
 def _made(unit) -> str:
@@ -133,7 +204,9 @@ def _estimate(grid, registry: Registry) -> int:
     runner = Runner(grid, registry, store, progress=False)
     calibrations, n = calibrate_models(runner)
     for label, cal in calibrations.items():
-        print(f"calibration {label} on {runner.device} ({grid.compute.describe()}, batch {n}): "
+        stand_in = " (its architecture with random weights: the checkpoint is not on disk)" \
+            if label in runner.stand_ins else ""
+        print(f"calibration {label}{stand_in} on {runner.device} ({grid.compute.describe()}, batch {n}): "
               f"forward {cal.forward_s * 1e3:.3f} ms/image, input gradient +{cal.backward_s * 1e3:.3f} ms/image")
     units = None
     if store is not None:
@@ -280,6 +353,8 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="the weights folder of every model that reads one (RobustBench's model_dir: "
                    "<dir>/<dataset>/<threat model>/<name>.pt)")
     p.add_argument("--dry-run", action="store_true", help="print the work units and their cost; run nothing")
+    p.add_argument("--for-gpu", choices=["h100", "h200", "a100", "l40s"], default="h100",
+                   help="with --dry-run: the GPU whose hours the summary estimates from FLOPs (default h100)")
     p.add_argument("--estimate", action="store_true",
                    help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -19,7 +19,9 @@ from torch import nn
 from harness.config import GridConfig
 from harness.device import synchronize
 from harness.interfaces import Passes
-from harness.plan import Unit, plan, unit_cost
+from harness.errors import HarnessError
+from harness.plan import Unit, build, plan, unit_cost
+from harness.specs import Kind
 from harness.registry import Registry
 
 if TYPE_CHECKING:
@@ -74,12 +76,37 @@ def calibrate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: GridConf
 
 
 def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
-    """Calibrate every model of the runner's grid on its first batch of data; (label → calibration, batch)."""
+    """Calibrate every model of the runner's grid on its first batch of data; (label → calibration, batch).
+
+    A model whose weights are not on disk is timed as its architecture with random weights (the time does not
+    depend on them), on random inputs where the data is not there either; ``stand_ins`` names those models."""
     grid = runner.grid
-    data = runner.load_data()
-    n = min(grid.batch_size, len(data.x))
-    x, y = data.x[:n].to(runner.device), data.y[:n].to(runner.device)
-    return {entry.label: calibrate(runner.load_model(i).module, x, y, grid) for i, entry in enumerate(grid.models)}, n
+    n = min(grid.batch_size, grid.n_examples)
+    try:
+        data = runner.load_data()
+        n = min(grid.batch_size, len(data.x))
+        x, y = data.x[:n].to(runner.device), data.y[:n].to(runner.device)
+    except HarnessError:
+        x = y = None
+    out = {}
+    runner.stand_ins = []
+    for i, entry in enumerate(grid.models):
+        source = build(runner.registry, entry, Kind.MODEL)
+        if all(path.exists() for path in source.source_files()) and x is not None:
+            out[entry.label] = calibrate(runner.load_model(i).module, x, y, grid)
+            continue
+        built = source.architecture()
+        if built is None:
+            raise HarnessError(f"--estimate: model {entry.label!r} has no weights on disk and its plugin cannot build "
+                               "its architecture without them; place its files (--dry-run lists them) or use --dry-run")
+        module, shape = built
+        module = grid.compute.prepare_model(module.to(runner.device).requires_grad_(False))
+        xs = torch.rand((n, *shape), device=runner.device) if x is None or tuple(x.shape[1:]) != shape else x
+        logits = module(xs[:1])
+        ys = torch.randint(0, logits.shape[1], (n,), device=runner.device)
+        out[entry.label] = calibrate(module, xs, ys, grid)
+        runner.stand_ins.append(entry.label)
+    return out, n
 
 
 def estimate(grid: GridConfig, registry: Registry, calibrations: dict[str, Calibration],

@@ -219,6 +219,11 @@ class ModelSource:
         """The files its weights are read from; a dry run lists them, and run keys hash their contents."""
         return []
 
+    def architecture(self) -> tuple[nn.Module, tuple[int, ...]] | None:
+        """The untrained architecture and the shape (C, H, W) of one input, built without reading any weights:
+        a dry run counts its FLOPs, and --estimate times it where the checkpoint is not on disk. None: unknown."""
+        return None
+
 
 @dataclass(frozen=True)
 class LabelledData:

@@ -50,6 +50,7 @@ class Runner:
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
         self._loaded: tuple[int, LoadedModel, LoadedModel] | None = None
+        self.stand_ins: list[str] = []   # models --estimate timed as their architecture, their weights being absent
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
             ([LipschitzGaps()] if grid.lipschitz else [])
 

@@ -81,3 +81,39 @@ def test_estimate_after_a_run_shows_the_passes_each_unit_made(tmp_path, registry
     for unit in units.itertuples():
         line = next(line for line in out.splitlines() if line.strip().startswith(f"robust × {unit.attack} "))
         assert f"made: forward {unit.counted_forward / 40:,.1f}  backward {unit.counted_backward / 40:,.1f}" in line
+
+
+def test_a_dry_run_ends_with_gpu_hours_per_model_and_attack_without_any_weights(capsys):
+    """configs/table1.toml names eight RobustBench models, none of whose weights are here: the summary counts each
+    architecture's FLOPs on the meta device and gives every model × attack its passes and H100 hours."""
+    from harness.cli import main
+
+    assert main(["run", "--grid", "configs/table1.toml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    summary = out.split("summary per model × attack, in passes and in H100 hours")[1]
+    models = [line for line in summary.splitlines() if line.startswith("  ") and not line.startswith("    ")]
+    assert len(models) == 8 and all("GFLOP per image" in line and "GPU-h in all" in line for line in models)
+    assert summary.count("≈") == 8 * 14
+
+
+def test_flops_are_counted_from_the_architecture_alone():
+    """PreActResNet-18 (Wong2020Fast's architecture) on one 32×32 image: 1.11 GFLOP forward, as the throughput
+    benchmark's FLOP counter measures on a real forward pass."""
+    import torch
+
+    from harness.flops import forward_flops
+    from harness_plugins.models.zoo import RobustBenchModel
+
+    with torch.device("meta"):
+        module, shape = RobustBenchModel(name="Wong2020Fast").architecture()
+    assert shape == (3, 32, 32) and forward_flops(module, shape) == pytest.approx(1.11e9, rel=0.01)
+
+
+def test_estimate_times_an_architecture_whose_weights_are_absent_and_says_so(tmp_path):
+    """table1's RobustBench models are not on disk here, nor is CIFAR-10: the estimate times the architecture with
+    random weights on random inputs and says so, instead of stopping at the first missing file."""
+    done = harness_cli("run", "--grid", "configs/table1.toml", "--estimate", "--models", "Standard", "--n-examples", "2",
+                       "--attacks", "pgd", "--defenses", "none")
+    assert done.returncode == 0, done.stderr
+    assert "calibration Standard (its architecture with random weights: the checkpoint is not on disk)" in done.stdout
+    assert "estimated wall time:" in done.stdout

@@ -16,6 +16,9 @@ from harness.specs import param
 from harness_plugins.models.archs import ARCHS
 
 ROBUSTBENCH_PREFIX = "robustbench:"
+# the input of one image in each data domain the model plugins know (for costing a grid without its weights)
+IMAGE_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet": (3, 224, 224), "digits": (1, 8, 8),
+                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
 _STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
 
 
@@ -128,3 +131,8 @@ class Checkpoint(ModelSource):
 
     def source_files(self) -> list[Path]:
         return [Path(self.path).expanduser()]
+
+    def architecture(self) -> tuple[nn.Module, tuple[int, ...]] | None:
+        module, implied = build_arch(self.arch, self.num_classes, self.in_channels)
+        shape = IMAGE_SHAPES.get(self.dataset or implied)
+        return (module.eval(), shape) if shape is not None else None

@@ -13,7 +13,7 @@ from harness.errors import DataError, PluginError
 from harness.interfaces import LoadedModel, ModelSource
 from harness.registry import suggest
 from harness.specs import param
-from harness_plugins.models.checkpoint import load_into, load_state_dict
+from harness_plugins.models.checkpoint import IMAGE_SHAPES, load_into, load_state_dict
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
@@ -88,6 +88,9 @@ class RobustBenchModel(ModelSource):
             raise DataError(f"RobustBench model {self.name!r}: the download of {path} produced no file. Fix: "
                             f"fetch Google Drive id {gdrive_id} on a machine with internet and copy it to {path}")
 
+    def architecture(self) -> tuple[torch.nn.Module, tuple[int, ...]] | None:
+        return zoo_entry(self.dataset, self.threat_model, self.name)["model"]().eval(), IMAGE_SHAPES[self.dataset]
+
     def load(self, device: torch.device) -> LoadedModel:
         entry = zoo_entry(self.dataset, self.threat_model, self.name)
         module = entry["model"]()
@@ -131,3 +134,8 @@ class AutoAttackExample(ModelSource):
 
     def source_files(self) -> list[Path]:
         return [self.weights()]
+
+    def architecture(self) -> tuple[torch.nn.Module, tuple[int, ...]] | None:
+        from pyautoattack.examples.resnet import ResNet18
+
+        return ResNet18().eval(), IMAGE_SHAPES["cifar10"]
