@@ -77,9 +77,13 @@ def _refuse_non_files(file: Path, shown: str) -> None:
         raise StoreError(f"{shown} is not a regular file (a pipe, socket or device); pass a results database file")
 
 
-def _sqlite_header(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(16) == b"SQLite format 3\x00"
+def _not_a_database(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's own verdict on a file without its header.
+
+    The header is never read with ``open()``: closing any descriptor of the file drops every POSIX lock
+    this process holds on it, so a second process would take its live connections for gone, fold the
+    write-ahead log and delete it under them, which corrupts the database."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB
 
 
 class Store:
@@ -133,9 +137,6 @@ class Store:
         The path goes into an URI percent-quoted, so '#', '%', '?' and spaces name this file and no other."""
         if not file.exists():
             raise StoreError(f"{self.path} does not exist; run a grid first: harness run --grid FILE")
-        if file.stat().st_size and not _sqlite_header(file):
-            raise StoreError(f"{self.path} is not an SQLite database (no SQLite header); pass the file that "
-                             "harness run wrote")
         uri = file.resolve().as_uri()
         wal = file.with_name(file.name + "-wal")
         pending = wal.exists() and wal.stat().st_size > 0
@@ -152,6 +153,9 @@ class Store:
                 conn.close()
             except sqlite3.DatabaseError as exc:
                 conn.close()
+                if _not_a_database(exc):
+                    raise StoreError(f"{self.path} is not an SQLite database (no SQLite header); pass the file "
+                                     "that harness run wrote") from None
                 raise StoreError(f"{self.path} cannot be read as an SQLite database: {exc}") from None
         if pending:
             raise StoreError(f"{self.path} cannot be read here: its latest writes are in {wal.name}, which SQLite can "
@@ -160,12 +164,19 @@ class Store:
         raise StoreError(f"{self.path} cannot be opened, even read-only; check its permissions")
 
     def _open_writable(self, file: Path) -> sqlite_utils.Database:
-        if file.exists() and file.stat().st_size and not _sqlite_header(file):
-            raise StoreError(f"{self.path} is not an SQLite database; it would be overwritten. Fix: pass a new "
-                             "file with --db, or move that file away")
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(f"{file.resolve().as_uri()}?mode=rwc", isolation_level=None)
+            try:  # reads the header before anything is written
+                conn.execute("PRAGMA schema_version").fetchone()
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise
+                if _not_a_database(exc):
+                    raise StoreError(f"{self.path} is not an SQLite database; it would be overwritten. Fix: pass a "
+                                     "new file with --db, or move that file away") from None
+                raise StoreError(f"{self.path} cannot be read as an SQLite database: {exc}") from None
             db = sqlite_utils.Database(conn)
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode=WAL")

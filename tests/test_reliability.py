@@ -133,6 +133,29 @@ def test_three_processes_share_a_grid_and_survive_one_killed(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
 
 
+def test_a_second_store_in_a_process_keeps_its_live_connection_visible_to_other_processes(tmp_path):
+    """Another process that opens and closes the database must not take a live writer for gone.
+
+    Reading the file's header with open() and close() in the writer's process drops its POSIX locks;
+    a reader closing last then folds and deletes the -wal under the writer, and later commits are lost."""
+    path = tmp_path / "run.sqlite"
+    writer = Store(path)
+    writer.db.execute("CREATE TABLE pages (page BLOB)")
+    for _ in range(40):
+        writer.db.execute("INSERT INTO pages VALUES (randomblob(4000))")
+    Store(path).close()                      # as the heartbeat thread opens its own connection
+    Store(path, readonly=True).close()       # as the report at the end of a run
+    reader = f"from harness.store import Store; Store({str(path)!r}, readonly=True).close()"
+    subprocess.run([sys.executable, "-c", reader], cwd=REPO, check=True)   # as harness show in another shell
+    assert (tmp_path / "run.sqlite-wal").exists()    # the writer is still connected, so its log stays
+    for _ in range(160):
+        writer.db.execute("INSERT INTO pages VALUES (randomblob(4000))")
+    writer.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM pages").fetchone()[0] == 200
+
+
 # --- the database is the user's -----------------------------------------------------------------------
 
 def test_show_and_report_leave_the_database_as_they_found_it(tmp_path):
