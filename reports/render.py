@@ -30,8 +30,64 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "→": r"$\to$", "…": r"\dots{}"}
 
 
+# combining marks pdflatex can typeset as accents over the base letter
+_LATEX_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0308": '"', "\u0304": "=",
+                  "\u0306": "u", "\u0307": ".", "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c",
+                  "\u0328": "k"}
+
+
+def _latex_char(ch: str) -> str:
+    """One character for pdflatex: specials escaped, Greek letters as math, accented Latin letters as
+    accent commands, compatibility forms (², ﬁ, full-width letters) as their plain equivalents, and
+    anything else as a visible '?' so that the document still compiles."""
+    if ch in _LATEX_SPECIAL:
+        return _LATEX_SPECIAL[ch]
+    if ch.isascii():
+        return ch if ch.isprintable() else " "
+    name = unicodedata.name(ch, "")
+    if name.startswith("GREEK ") and " LETTER " in name:
+        letter = name.rsplit(" ", 1)[-1].lower()
+        letter = {"lamda": "lambda", "final": "varsigma"}.get(letter, letter)
+        command = letter.capitalize() if "CAPITAL" in name else letter
+        if letter in {"alpha", "beta", "epsilon", "zeta", "eta", "iota", "kappa", "mu", "nu", "rho", "tau",
+                      "chi", "omicron"} and "CAPITAL" in name:
+            return {"omicron": "O"}.get(letter, letter[0].upper())   # the Latin capital looks the same
+        return "$\\" + ("o" if command == "omicron" else command) + "$"
+    base, *marks = unicodedata.normalize("NFD", ch)
+    if marks and base.isascii() and all(m in _LATEX_ACCENTS for m in marks):
+        text = base
+        for mark in marks:
+            text = f"\\{_LATEX_ACCENTS[mark]}{{{text}}}"
+        return text
+    plain = unicodedata.normalize("NFKC", ch)
+    if plain != ch and all(c.isascii() or c in _LATEX_SPECIAL for c in plain):
+        return "".join(_latex_char(c) for c in plain)
+    return "?"
+
+
 def latex_escape(value: object) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(value))
+    return "".join(_latex_char(ch) for ch in str(value))
+
+
+def header_lines(value: object, width: int = 9) -> list[str]:
+    """A column header in at most two lines: a name longer than ``width`` breaks at the space nearest its
+    middle, so that numeric columns are as wide as their numbers, not their names."""
+    text = str(value)
+    spaces = [i for i, ch in enumerate(text) if ch == " "]
+    if len(text) <= width or not spaces:
+        return [text]
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2))
+    return [text[:cut], text[cut + 1:]]
+
+
+def latex_signed(value: float, digits: int = 2) -> str:
+    """A signed number in math mode, so that its minus is a minus sign and not a hyphen."""
+    return f"${value:+.{digits}f}$"
+
+
+def latex_header(value: object) -> str:
+    lines = [latex_escape(line) for line in header_lines(value)]
+    return lines[0] if len(lines) == 1 else f"\\begin{{tabular}}[b]{{@{{}}c@{{}}}}{lines[0]}\\\\{lines[1]}\\end{{tabular}}"
 
 
 def markdown_escape(value: object) -> str:
@@ -61,6 +117,32 @@ def timestamp(seconds: float | None) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+COLUMN_WIDTH_PT = 229.5   # \columnwidth of a two-column article; wider tables are set for table*
+_SMALL_CHAR_PT = 4.6      # a digit at \small; names average about the same
+
+
+def latex_width(columns: Iterable[tuple[object, Iterable[object]]]) -> str:
+    """Which float a compact table belongs in, from an estimate of its natural width: each column as wide
+    as its longest line (a two-line header counts its longer half), plus the 3 pt padding either side;
+    ``columns`` are (header, values) pairs.
+    Only advice for the file's comment: \\harnessfit shrinks whatever is still wider than the line."""
+    natural = sum(max([len(line) for line in header_lines(header)] + [len(str(v)) for v in values]) * _SMALL_CHAR_PT
+                  + 6 for header, values in columns)
+    return ("fits \\columnwidth: place it in a table" if natural <= COLUMN_WIDTH_PT
+            else "set for \\textwidth: place it in a table* in a two-column document")
+
+
+def latex_shown(t: object) -> list[int]:
+    """The columns of a main or spread table that some cell evaluated; LaTeX drops the others."""
+    return [i for i, key in enumerate(t.keys) if key not in t.unevaluated]
+
+
+def latex_table_width(t: object) -> str:
+    shown = latex_shown(t)
+    return latex_width([("Defense", [r.defense + "  " for g in t.groups for r in g.rows])]   # indented under the model
+                       + [(t.columns[i], ["100.00"]) for i in shown])
+
+
 def _environment(latex: bool, autoescape: bool) -> jinja2.Environment:
     options = dict(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, undefined=jinja2.StrictUndefined,
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
@@ -68,7 +150,8 @@ def _environment(latex: bool, autoescape: bool) -> jinja2.Environment:
         options.update(block_start_string="<%", block_end_string="%>", variable_start_string="<<",
                        variable_end_string=">>", comment_start_string="<#", comment_end_string="#>")
     env = jinja2.Environment(**options)
-    env.filters.update(tex=latex_escape, md=markdown_escape, fence=code_fence, num=number, interval=interval, timestamp=timestamp,
+    env.globals.update(shown=latex_shown, table_width=latex_table_width, width=latex_width)
+    env.filters.update(tex=latex_escape, header=latex_header, signed=latex_signed, md=markdown_escape, fence=code_fence, num=number, interval=interval, timestamp=timestamp,
                        eps=radius_text, b64=lambda data: base64.b64encode(data).decode("ascii"))
     return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,14 @@ def harness_cli(*args: str, env: dict | None = None, check: bool = True, cwd: Pa
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def report_tool(name: str) -> str:
+    """pdflatex or chromium; CI installs both and sets HARNESS_REQUIRE_TOOLS=1, so a missing one fails there
+    instead of skipping."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("HARNESS_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{name} is not installed; .ci/run installs it through apt")
+        pytest.skip(f"{name} is not installed (apt-get install {'chromium' if name == 'chromium' else 'texlive-latex-extra'})")
+    return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import report_tool
 from harness.cli import main
 from harness.store import Store
 from harness.aggregate import cells
@@ -28,17 +28,6 @@ from harness_reports.naming import display_names
 from harness.stats import Paired, mcnemar_exact, newcombe_paired, wilson
 
 GOLDEN = Path(__file__).parent / "golden"
-# CI installs pdflatex and chromium and sets this, so a missing tool fails there instead of skipping
-REQUIRE_TOOLS = os.environ.get("HARNESS_REQUIRE_TOOLS") == "1"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if REQUIRE_TOOLS:
-            pytest.fail(f"{name} is not installed; .ci/run installs it through apt")
-        pytest.skip(f"{name} is not installed (apt-get install {'chromium' if name == 'chromium' else 'texlive-latex-extra'})")
-    return path
 
 
 @pytest.fixture
@@ -156,9 +145,10 @@ def test_examples_figure_shows_real_flips(golden_db):
 def test_latex_escapes_the_specials_in_names(report):
     main_tex = (report / "main.tex").read_text()
     assert r"digits\_fgsm-rs \#1" in main_tex
-    assert r"PGD at 50\% \& half $\varepsilon$" in main_tex
+    assert r"PGD at 50\%\\\& half $\varepsilon$" in main_tex      # a long header, on two lines
     assert latex_escape("a_b%c&d#e") == r"a\_b\%c\&d\#e"
-    assert r"\multirow{4}{*}" in main_tex and r"\toprule" in main_tex and r"\textbf{" in main_tex
+    assert latex_escape("σ=0.5 Σ café Zürich x² 中") == r"$\sigma$=0.5 $\Sigma$ caf\'{e} Z\"{u}rich x2 ?"
+    assert r"\emph{digits\_fgsm-rs \#1}" in main_tex and r"\toprule" in main_tex and r"\textbf{" in main_tex
 
 
 def test_html_autoescapes_names_from_the_config(report):
@@ -176,11 +166,11 @@ def test_html_is_self_contained(report):
 # --- the quality bar: LaTeX compiles, HTML renders ----------------------------------------------------
 
 def test_pdflatex_compiles_a_document_that_inputs_every_tex_file(report, tmp_path):
-    pdflatex = _tool("pdflatex")
+    pdflatex = report_tool("pdflatex")
     shutil.copytree(report, tmp_path / "r")
     inputs = "\n".join(f"\\input{{{p.stem}}}\n\\clearpage" for p in sorted((tmp_path / "r").glob("*.tex")))
     (tmp_path / "r" / "doc.tex").write_text("\\documentclass{article}\n\\usepackage[utf8]{inputenc}\n"
-                                            "\\usepackage{booktabs,multirow,graphicx}\n\\begin{document}\n"
+                                            "\\usepackage{booktabs,graphicx,array}\n\\begin{document}\n"
                                             f"{inputs}\n\\end{{document}}\n")
     done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path / "r",
                           capture_output=True, text=True, timeout=240)
@@ -189,7 +179,7 @@ def test_pdflatex_compiles_a_document_that_inputs_every_tex_file(report, tmp_pat
 
 
 def test_html_report_renders_in_headless_chromium_without_console_errors(report, tmp_path):
-    chromium = _tool("chromium")
+    chromium = report_tool("chromium")
     url = (report / "report.html").resolve().as_uri()
     common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
               "--v=0", f"--user-data-dir={tmp_path / 'profile'}"]
