@@ -1,4 +1,5 @@
-"""The paper's figures with matplotlib: SVG for HTML (inlined), PDF for LaTeX.
+"""The paper's figures with matplotlib, each drawn at the width of a paper's column (3.3 in) with no text under
+7 pt: SVG for HTML (inlined), PDF for LaTeX, PNG for everything else.
 
 Files are written without dates and with a fixed SVG id salt, so the same database gives the same files.
 """
@@ -20,9 +21,15 @@ from harness_reports.comparisons import Convergence  # noqa: E402
 from harness_reports.content import Example, FlipRow, Gaps, HeatMap, ReportContent, Sweep  # noqa: E402
 
 # text.parse_math off: labels are users' plain text, and "$" in one must print as "$", not start mathtext
-plt.rcParams.update({"svg.hashsalt": "robustness-harness", "font.size": 9, "axes.spines.top": False,
-                     "axes.spines.right": False, "text.parse_math": False})
+plt.rcParams.update({"svg.hashsalt": "robustness-harness", "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
+                     "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7, "axes.spines.top": False,
+                     "axes.spines.right": False, "lines.markersize": 4, "lines.linewidth": 1.2,
+                     "text.parse_math": False})
 PARAMETER_NAMES = {"eps_d": "defense radius ε_d", "steps": "defense steps K", "eps": "attack radius ε"}
+COLUMN_IN = 3.3          # a column of a two-column paper: every figure is drawn at this width
+SMALLEST_PT = 7          # and no text in it is smaller
+# Okabe and Ito's colour-blind-safe palette (blue, vermillion, bluish green, orange, sky blue, purple, yellow)
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#F0E442")
 
 
 def radius_text(eps: float) -> str:
@@ -39,117 +46,142 @@ class Rendered:
 
 
 def _save(fig: Figure, out: Path, name: str, caption: str) -> Rendered:
+    """PDF for LaTeX, PNG (300 dpi) for slides and markdown, SVG inlined in the HTML; no dates in any."""
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.pdf", format="pdf", metadata={"CreationDate": None, "ModDate": None}, bbox_inches="tight")
-    fig.savefig(out / f"{name}.svg", format="svg", metadata={"Date": None}, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", format="pdf", metadata={"CreationDate": None, "ModDate": None}, bbox_inches="tight", pad_inches=0.02)
+    fig.savefig(out / f"{name}.png", format="png", dpi=300, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.02)
+    fig.savefig(out / f"{name}.svg", format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.02)
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.02)
     plt.close(fig)
     svg = buffer.getvalue()
     return Rendered(name, caption, svg[svg.index("<svg"):])  # drop the XML prolog and DOCTYPE for inlining
 
 
-def _legend(ax, size: int) -> None:
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _signed(value: float) -> str:
+    return f"{value:+g}".replace("-", "−")   # a minus sign, not a hyphen
+
+
+def _legend(ax, columns: int = 2) -> None:
+    """Below the axes: it adds height, never width, and never covers data."""
     if ax.get_legend_handles_labels()[0]:  # a partial run may have nothing to plot yet
-        ax.legend(frameon=False, fontsize=size, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside, never over data
-
-
-FLIP_BARS = (("ftot", "FtoT", "", 1.0), ("ttof", "TtoF", "//", 0.55), ("net", "FtoT−TtoF", "..", 0.8),
-             ("ftof", "FtoF", "xx", 0.35))
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=columns,
+                  handlelength=1.5, columnspacing=1.0)
 
 
 def flips_figure(rows: list[FlipRow], model: str) -> Figure:
-    """Figure 2a: FtoT, TtoF, FtoT−TtoF and FtoF counts per attack, one group of bars per defense."""
+    """Figure 2a: per defense, one panel of what it did to the bare model's verdicts on each attack's examples.
+
+    FtoT (wrong, then right) rises above the axis and TtoF (right, then wrong) falls below it, each bar
+    labelled with its count (a zero shows as "0", not as nothing), and the net FtoT − TtoF under each
+    attack's name. Differs from the paper's single grouped panel (eight legend entries) so that it reads
+    at column width; FtoF (wrong, then another wrong class) is in flips.tex."""
     attacks = list(dict.fromkeys(r.attack for r in rows))
     defenses = list(dict.fromkeys(r.defense for r in rows))
     lookup = {(r.attack, r.defense): r for r in rows}
-    bars = len(FLIP_BARS)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(attacks) * max(1, len(defenses))), 2.8))
-    width = 0.8 / (bars * len(defenses))
+    fig, axes = plt.subplots(len(defenses), 1, figsize=(COLUMN_IN, 0.3 + 1.6 * len(defenses)), squeeze=False,
+                             layout="constrained")
     x = np.arange(len(attacks))
-    for j, defense in enumerate(defenses):
-        for k, (field, name, hatch, alpha) in enumerate(FLIP_BARS):
-            values = [getattr(lookup[(a, defense)], field) if (a, defense) in lookup else 0 for a in attacks]
-            offset = (bars * j + k - (bars * len(defenses) - 1) / 2) * width
-            ax.bar(x + offset, values, width, label=f"{defense}: {name}", hatch=hatch, color=f"C{j}", alpha=alpha,
-                   edgecolor="black", linewidth=0.4)
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(x, attacks, rotation=30, ha="right")
-    ax.set_ylabel("examples (mean over repeats)")
-    ax.set_title(model)
-    _legend(ax, 7)
+    top = max([max(r.ftot, r.ttof) for r in rows] + [1.0])
+    for ax, defense in zip(axes[:, 0], defenses):
+        found = [lookup.get((a, defense)) for a in attacks]
+        ftot = np.array([0.0 if r is None else r.ftot for r in found])
+        ttof = np.array([0.0 if r is None else r.ttof for r in found])
+        ax.bar(x, ftot, 0.6, color=PALETTE[0])
+        ax.bar(x, -ttof, 0.6, color=PALETTE[1])
+        for xi, up, down in zip(x, ftot, ttof):
+            ax.annotate(f"{up:g}", (xi, up), xytext=(0, 1), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=SMALLEST_PT)
+            ax.annotate(f"{down:g}", (xi, -down), xytext=(0, -1), textcoords="offset points", ha="center", va="top",
+                        fontsize=SMALLEST_PT)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_ylim(-1.45 * top, 1.45 * top)
+        ax.set_xlim(-0.6, len(attacks) - 0.4)
+        ax.set_title(f"{model}: {defense}", loc="left")
+        ax.set_ylabel("examples")
+        ax.set_xticks(x, [f"{a}\nnet {_signed(u - d)}" for a, u, d in zip(attacks, ftot, ttof)])
+        # direct labels at the left edge instead of a legend
+        ax.text(0.0, 1.0, "FtoT ↑", color=PALETTE[0], fontsize=SMALLEST_PT, va="top", ha="left",
+                transform=ax.transAxes)
+        ax.text(0.0, 0.0, "TtoF ↓", color=PALETTE[1], fontsize=SMALLEST_PT, va="bottom", ha="left",
+                transform=ax.transAxes)
     return fig
 
 
 def gaps_figure(gaps: Gaps) -> Figure:
     """Figure 2b: the distribution of L(false) − L(true) for FtoT (expected > 0) and TtoF (expected < 0)."""
-    fig, ax = plt.subplots(figsize=(4.6, 2.8))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.4), layout="constrained")
     values = [v for v in (*gaps.ftot, *gaps.ttof)]
     bins = np.histogram_bin_edges(values, bins=20) if values else 10
-    for data, name, color in ((gaps.ftot, f"FtoT (n = {len(gaps.ftot)})", "C0"), (gaps.ttof, f"TtoF (n = {len(gaps.ttof)})", "C3")):
+    for data, name, colour in ((gaps.ftot, f"FtoT (n = {len(gaps.ftot)})", PALETTE[0]),
+                               (gaps.ttof, f"TtoF (n = {len(gaps.ttof)})", PALETTE[1])):
         if data:
-            ax.hist(data, bins=bins, alpha=0.6, color=color, label=name, edgecolor="black", linewidth=0.4)
+            ax.hist(data, bins=bins, alpha=0.7, color=colour, label=name, edgecolor="black", linewidth=0.4)
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("L(false class) − L(true class)")
     ax.set_ylabel("examples")
     ax.set_title(gaps.model)
-    _legend(ax, 7)
+    _legend(ax)
     return fig
 
 
 def convergence_figure(ladders: list[Convergence], model: str) -> Figure:
     """The worst case against the adaptive budget (log2), one line per attack and defense."""
-    fig, ax = plt.subplots(figsize=(4.8, 2.8))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.4), layout="constrained")
     for i, c in enumerate(ladders):
-        ax.plot(c.factors, c.accuracy, marker="o", color=f"C{i % 10}", label=f"{c.attack} vs {c.defense}",
+        ax.plot(c.factors, c.accuracy, marker="o", color=_colour(i), label=f"{c.attack} vs {c.defense}",
                 linestyle="-" if c.converged else "--")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("adaptive budget (× the entry's)")
     ax.set_ylabel("worst case (%)")
     ax.set_title(model)
-    _legend(ax, 7)
+    _legend(ax, columns=1)
     return fig
 
 
 def sweep_figure(sweep: Sweep) -> Figure:
-    """Figure 3: robust accuracy (and FtoT/TtoF where the defense varies) against the swept value."""
+    """Figure 3: robust accuracy (and, below it, FtoT/TtoF where the defense varies) against the swept value."""
     panels = 2 if sweep.ftot else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(panels, 1, figsize=(COLUMN_IN, 0.3 + 2.5 * panels), squeeze=False, layout="constrained")
     ax = axes[0][0]
     for i, (series, values) in enumerate(sweep.accuracy.items()):
         points = [(v, a) for v, a in zip(sweep.values, values) if a is not None]
         if points:
-            ax.plot(*zip(*points), marker="o", label=series, color=f"C{i % 10}")
+            ax.plot(*zip(*points), marker="o", label=series, color=_colour(i))
     ax.set_xlabel(PARAMETER_NAMES.get(sweep.parameter, sweep.parameter))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{sweep.model}: {sweep.subject}")
-    _legend(ax, 7)
+    _legend(ax)
     if sweep.ftot:
-        ax = axes[0][1]
+        ax = axes[1][0]
         for i, series in enumerate(sweep.ftot):
             for field, style in ((sweep.ftot, "-"), (sweep.ttof, "--")):
                 points = [(v, c) for v, c in zip(sweep.values, field[series]) if c is not None]
                 if points:
-                    ax.plot(*zip(*points), style, marker="o", color=f"C{i % 10}",
+                    ax.plot(*zip(*points), style, marker="o", color=_colour(i),
                             label=f"{series} {'FtoT' if field is sweep.ftot else 'TtoF'}")
         ax.set_xlabel(PARAMETER_NAMES.get(sweep.parameter, sweep.parameter))
         ax.set_ylabel("examples")
-        _legend(ax, 6)
+        _legend(ax)
     return fig
 
 
 def heatmap_figure(heat: HeatMap) -> Figure:
     """Accuracy over attack radius × defense radius."""
     data = np.array([[np.nan if v is None else v for v in row] for row in heat.accuracy], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(heat.eps_d), 1.0 + 0.6 * len(heat.eps_a)))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, min(4.5, 1.2 + 0.35 * len(heat.eps_a))), layout="constrained")
     image = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto", origin="lower")
-    ax.set_xticks(range(len(heat.eps_d)), [radius_text(v) for v in heat.eps_d])
+    ax.set_xticks(range(len(heat.eps_d)), [radius_text(v) for v in heat.eps_d], rotation=45 if len(heat.eps_d) > 4 else 0)
     ax.set_yticks(range(len(heat.eps_a)), [radius_text(v) for v in heat.eps_a])
     ax.set_xlabel(f"{heat.defense} ε_d")
     ax.set_ylabel(f"{heat.attack} ε")
     for (i, j), value in np.ndenumerate(data):
         if not np.isnan(value):
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=SMALLEST_PT,
                     color="white" if value < 50 else "black")
     fig.colorbar(image, ax=ax, label="accuracy (%)")
     ax.set_title(heat.model)
@@ -160,18 +192,19 @@ def examples_figure(examples: tuple[Example, ...]) -> Figure:
     """Figure 2c: natural, adversarial and defended images with predictions and SSIM."""
     from PIL import Image
 
-    fig, axes = plt.subplots(len(examples), 3, figsize=(5.4, 1.9 * len(examples)), squeeze=False)
+    fig, axes = plt.subplots(len(examples), 3, figsize=(COLUMN_IN, 0.2 + 1.6 * len(examples)), squeeze=False,
+                             layout="constrained")
     for row, ex in zip(axes, examples):
-        images = [(ex.clean_png, f"natural: {ex.label}"), (ex.adv_png, f"{ex.attack}: {ex.pred_adv}\nSSIM {ex.ssim_adv:.2f}"),
-                  (ex.defended_png, f"{ex.defense}: {ex.pred_defended}\nSSIM {ex.ssim_defended:.2f}")]
+        images = [(ex.clean_png, f"natural\n{ex.label}\n"),
+                  (ex.adv_png, f"{ex.attack}\n{ex.pred_adv}\nSSIM {ex.ssim_adv:.2f}"),
+                  (ex.defended_png, f"{ex.defense}\n{ex.pred_defended}\nSSIM {ex.ssim_defended:.2f}")]
         for ax, (png, title) in zip(row, images):
             image = np.asarray(Image.open(io.BytesIO(png)))
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-            ax.set_title(title, fontsize=7)
+            ax.set_title(title, fontsize=SMALLEST_PT)
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(f"{ex.kind}\n{ex.model}", fontsize=7)
-    fig.tight_layout()
+        row[0].set_ylabel(f"{ex.kind}\n{ex.model}", fontsize=SMALLEST_PT)
     return fig
 
 

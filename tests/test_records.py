@@ -25,3 +25,16 @@ def test_the_record_databases_are_committed_and_the_results_carry_their_tables()
     tracked = subprocess.run(["git", "ls-files", "results/record"], capture_output=True, text=True, cwd=REPO).stdout.split()
     for marker in results + readme:
         assert marker["db"] in tracked, f"{marker['db']} is not committed"
+
+
+def test_each_record_database_is_one_self_contained_file():
+    """Committed with a rollback journal: reading it writes no -wal or -shm beside it, and nothing it holds
+    lives in a log that was left uncommitted."""
+    import sqlite3
+
+    tracked = subprocess.run(["git", "ls-files", "results/record"], capture_output=True, text=True, cwd=REPO).stdout.split()
+    assert not [path for path in tracked if path.endswith(("-wal", "-shm", "-journal"))]
+    for path in (p for p in tracked if p.endswith(".sqlite")):
+        conn = sqlite3.connect(f"file:{REPO / path}?mode=ro", uri=True)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete", path
+        conn.close()
