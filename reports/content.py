@@ -207,6 +207,7 @@ class ReportContent:
     missing: tuple[str, ...] = ()       # what a partial or empty run lacks
     reproduction: Reproduction | None = None   # the paper's reported numbers beside the measured ones
     spread: str = HONEST.spread_name           # what the std table holds (the preset decides, see harness.presets)
+    preset: str = ""                           # the title line's "preset NAME: what it changes"
 
 
 def empty_content(reason: str) -> ReportContent:
@@ -467,6 +468,7 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     reproduced = reproduction(run, table_cells, names)
     return ReportContent(
         spread=PRESETS[run.preset].spread_name,
+        preset=f"{run.preset} preset: {PRESETS[run.preset].description}",
         facts=facts,
         main=None if table_cells.empty else _table(table_cells, models, defenses, keys, names, std=False,
                                                    unevaluated=unevaluated),

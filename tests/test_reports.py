@@ -415,3 +415,15 @@ def test_markdown_cannot_be_broken_out_of_by_a_label_or_the_grid_file(tmp_path, 
     from harness_reports.render import markdown_escape
 
     assert "\n" not in markdown_escape("a\nb\x1b[31m") and markdown_escape("a|b") == "a\\|b"
+
+
+def test_the_title_line_names_the_preset_and_what_it_changes(tmp_path):
+    """The paper preset changes the worst case (no clean column) and the votes; a reader sees it first."""
+    record = Path(__file__).parents[1] / "results" / "record" / "fastat40.sqlite"
+    db = shutil.copy(record, tmp_path / "fastat40.sqlite")
+    for run, preset in (("2770dc2a1aff", "paper"), ("37ec527209be", "honest")):
+        out = tmp_path / run
+        write_report(db, out, formats="html,markdown", run_id=run)
+        title = (out / "report.md").read_text().split("\n## ")[0]
+        assert f"**{preset} preset: " in title and ("without the clean column" in title) == (preset == "paper")
+        assert f"<strong>{preset} preset: " in (out / "report.html").read_text()
