@@ -6,22 +6,24 @@ from __future__ import annotations
 import json
 
 from harness.aggregate import adaptive_attacks, test_time_defenses
+from harness.notices import Notice
 from harness.store import Store
 
 
-def warnings_for(store: Store, run_id: str) -> list[str]:
+def warnings_for(store: Store, run_id: str) -> list[Notice]:
     """A grid with a test-time defense but no adaptive attack overstates that defense's robustness."""
     run = store.run(run_id)
     test_time = test_time_defenses(run)
     notes = []
     if test_time and not adaptive_attacks(run):
-        notes.append(f"warning: no adaptive attack in this grid, so the worst case of {', '.join(test_time)} is the "
-                     "transfer protocol only and overstates robustness (Croce et al., ICML 2022). "
-                     "Add [[attacks]] plugin = \"adaptive-suite\" to attack model + defense end to end.")
+        notes.append(Notice("transfer-only", f"no adaptive attack in this grid, so the worst case of "
+                            f"{', '.join(test_time)} is the transfer protocol only and overstates robustness (Croce "
+                            "et al., ICML 2022). Add [[attacks]] plugin = \"adaptive-suite\" to attack model + "
+                            "defense end to end."))
     return notes + plugin_messages(store, run_id)
 
 
-def plugin_messages(store: Store, run_id: str) -> list[str]:
+def plugin_messages(store: Store, run_id: str) -> list[Notice]:
     """What the plugins printed, once per unit (harness.chatter), each naming the unit and the plugin."""
     units = store.units(run_id)
     if units.empty or "messages" not in units:
@@ -30,6 +32,6 @@ def plugin_messages(store: Store, run_id: str) -> list[str]:
     for unit in units.itertuples():
         if isinstance(unit.messages, str) and unit.messages:
             defenses = ", ".join(json.loads(unit.defenses)) if unit.adaptive else "bare model"
-            out += [f"warning: {unit.model} × {unit.attack} [{defenses}] × r{unit.repeat}: {message}"
+            out += [Notice("plugin-output", f"{unit.model} × {unit.attack} [{defenses}] × r{unit.repeat}: {message}")
                     for message in json.loads(unit.messages)]
     return out

@@ -17,6 +17,7 @@ from harness.analytics import flip_counts, reference_defense
 from harness.cost import Passes, ratio
 from harness.interfaces import Role
 from harness.pairing import PairedRow
+from harness.notices import Notice
 from harness.presets import HONEST, PRESETS
 from harness.records import RunRecord
 from harness.store import Store
@@ -203,7 +204,7 @@ class ReportContent:
     sweeps: tuple[Sweep, ...] = ()
     heatmaps: tuple[HeatMap, ...] = ()
     examples: tuple[Example, ...] = ()
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()   # harness.notices: a stable id and a sentence
     missing: tuple[str, ...] = ()       # what a partial or empty run lacks
     reproduction: Reproduction | None = None   # the paper's reported numbers beside the measured ones
     spread: str = HONEST.spread_name           # what the std table holds (the preset decides, see harness.presets)

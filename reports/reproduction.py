@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.aggregate import WORST, WORST_TRANSFER, worst_columns
 from harness.interfaces import Role
+from harness.notices import Notice
 from harness.records import RunRecord
 from harness.reported import REPORTED_WORST, Reported
 from harness.stats import wilson
@@ -25,8 +26,17 @@ VERDICT_HALF_WIDTH = 5.0   # no agree/disagree verdict while a measured interval
 
 
 def examples_for(half_width: float) -> int:
-    """Examples that bring the widest Wilson interval (an accuracy near 50 %) to ± ``half_width`` points."""
-    return math.ceil(1.96 ** 2 * 0.25 / (half_width / 100) ** 2)
+    """The fewest examples that bring the widest Wilson interval (an accuracy near 50 %) to ± ``half_width``
+    points. The Wald formula z²/4h² is an upper bound (Wilson's interval is the narrower), so count down from it."""
+    n = math.ceil(1.96 ** 2 * 0.25 / (half_width / 100) ** 2)
+    while n > 1 and _widest_half_width(n - 1) <= half_width:
+        n -= 1
+    return n
+
+
+def _widest_half_width(n: int) -> float:
+    low, high = wilson(0.5, n)
+    return 100 * (high - low) / 2
 
 
 def _examples(rows: list[ReproductionRow]) -> str:
@@ -128,11 +138,12 @@ def _summaries(rows: list[ReproductionRow], notes: dict[str, str]) -> list[str]:
     return lines
 
 
-def benchmark_above_reported(found: Reproduction | None) -> list[str]:
+def benchmark_above_reported(found: Reproduction | None) -> list[Notice]:
     """AutoAttack's own check, against the paper: the undefended model measured clearly above its reported value."""
     if found is None:
         return []
-    return [f"{r.model}: {r.column} measures {r.measured:.2f}% without a defense, {r.difference:.2f} points above the "
-            f"reported {r.reported:.2f}% (the reported value lies {'inside' if r.inside else 'outside'} the measured 95% "
-            "interval): a weaker attack than the paper's, or different data."
+    return [Notice("above-reported", f"{r.model}: {r.column} measures {r.measured:.2f}% without a defense, "
+                   f"{r.difference:.2f} points above the reported {r.reported:.2f}% (the reported value lies "
+                   f"{'inside' if r.inside else 'outside'} the measured 95% interval): a weaker attack than the "
+                   "paper's, or different data.")
             for r in found.rows if r.benchmark and r.difference is not None and r.difference > BENCHMARK_SLACK]

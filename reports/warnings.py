@@ -1,7 +1,7 @@
 """Automatic checks on a run, in the spirit of AutoAttack's: signs that an evaluation overstates robustness.
 
-Each check reads only the database and returns plain sentences that name the model, defense or
-attack concerned and say what to do about it.
+Each check reads only the database and returns notices (harness.notices: a stable id, documented in
+docs/warnings.md, and a sentence that names the model, defense or attack concerned and says what to do).
 """
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ import pandas as pd
 
 from harness.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
 from harness.interfaces import Role
+from harness.notices import Notice
 from harness.pairing import PairedRow
 from harness.records import RunRecord
+from harness.stats import wilson
 from harness.store import Store
 from harness.summary import warnings_for
 from harness_reports.comparisons import Convergence
 from harness_reports.naming import COLUMN_NAMES, with_role
-from harness_reports.reproduction import Reproduction, benchmark_above_reported
+from harness_reports.reproduction import VERDICT_HALF_WIDTH, Reproduction, benchmark_above_reported, examples_for
 
 
-def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[str]:
+def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[Notice]:
     """A score- or label-only attack that does better than every gradient attack points at gradient masking."""
     access = {a["label"]: a.get("access", "white-box") for a in attacks if not a.get("adaptive")}
     white = [a for a, kind in access.items() if kind == "white-box"]
@@ -32,14 +34,15 @@ def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[
         best_white = min((acc[a], a) for a in white if a in acc) if any(a in acc for a in white) else None
         best_black = min((acc[a], a) for a in black if a in acc) if any(a in acc for a in black) else None
         if best_white and best_black and best_black[0] < best_white[0]:
-            notes.append(f"{model} with defense {defense}: the black-box attack {best_black[1]} "
-                         f"({best_black[0]:.2f}%) beats every white-box attack (best: {best_white[1]}, "
-                         f"{best_white[0]:.2f}%). Gradients may be masked or obfuscated; the white-box numbers "
-                         "are not a reliable bound.")
+            notes.append(Notice("black-box-beats-white-box",
+                                f"{model} with defense {defense}: the black-box attack {best_black[1]} "
+                                f"({best_black[0]:.2f}%) beats every white-box attack (best: {best_white[1]}, "
+                                f"{best_white[0]:.2f}%). Gradients may be masked or obfuscated; the white-box "
+                                "numbers are not a reliable bound."))
     return notes
 
 
-def randomized_without_adaptive(store: Store, run: RunRecord) -> list[str]:
+def randomized_without_adaptive(store: Store, run: RunRecord) -> list[Notice]:
     """A defense whose predictions vary between draws or repeats, evaluated by transfer attacks only."""
     run_id, baselines = run.run_id, with_role(run, "attacks", Role.BASELINE)
     adaptive_defenses = set(store.db.execute(
@@ -52,12 +55,13 @@ def randomized_without_adaptive(store: Store, run: RunRecord) -> list[str]:
     varying |= {d for (d,) in store.db.execute(
         f"SELECT DISTINCT defense FROM results WHERE run_id = ? AND attack IN ({marks}) GROUP BY model, defense, idx "
         "HAVING COUNT(DISTINCT pred) > 1", [run_id, *baselines]).fetchall()}
-    return [f"defense {d}: its predictions vary between draws or repeats, and no adaptive attack (with EOT) targets "
-            "it in this grid, so its robust accuracy is unverified. Add [[attacks]] plugin = \"adaptive-suite\"."
+    return [Notice("randomized-unverified", f"defense {d}: its predictions vary between draws or repeats, and no "
+                   "adaptive attack (with EOT) targets it in this grid, so its robust accuracy is unverified. Add "
+                   "[[attacks]] plugin = \"adaptive-suite\".")
             for d in run.labels("defenses") if d in varying and d not in adaptive_defenses]
 
 
-def zero_gradients(store: Store, run_id: str) -> list[str]:
+def zero_gradients(store: Store, run_id: str) -> list[Notice]:
     """Attack success on examples whose input gradient is exactly zero: the loss surface is flat there.
 
     The gradient is recorded on the baseline's (clean) rows only, so a row with one is a clean row."""
@@ -75,13 +79,14 @@ def zero_gradients(store: Store, run_id: str) -> list[str]:
             "WHERE r.run_id = ? AND r.model = ? AND r.grad_norm IS NULL AND c.correct = 1 "
             "AND r.correct = 0 AND c.grad_norm = 0", [run_id, model]).fetchone()[0]
         if broken:
-            notes.append(f"{model}: {len(group)} example(s) have a zero input gradient at the clean point, and attacks "
-                         f"still succeed on {broken} of them. Gradient-based attacks have nothing to follow there "
-                         "(masking, e.g. saturated softmax); check with a black-box attack or a different loss.")
+            notes.append(Notice("zero-gradient", f"{model}: {len(group)} example(s) have a zero input gradient at the "
+                                f"clean point, and attacks still succeed on {broken} of them. Gradient-based attacks "
+                                "have nothing to follow there (masking, e.g. saturated softmax); check with a "
+                                "black-box attack or a different loss."))
     return notes
 
 
-def indistinguishable(pairs: list[PairedRow]) -> list[str]:
+def indistinguishable(pairs: list[PairedRow]) -> list[Notice]:
     """Defenses whose worst case cannot be told from the reference's on these examples, paired."""
     notes = []
     worst = {COLUMN_NAMES[WORST_ADAPTIVE], COLUMN_NAMES[WORST], COLUMN_NAMES[WORST_TRANSFER]}
@@ -91,9 +96,10 @@ def indistinguishable(pairs: list[PairedRow]) -> list[str]:
         if p.what == shown and p.what in worst and not p.distinguishable:
             more = (f"about {p.needed:,} examples at the observed discordance would tell them apart" if p.needed
                     else "no number of examples tells them apart at the observed rates")
-            notes.append(f"{p.model}: {p.first} vs {p.second} under {p.what}: not distinguishable ({p.difference:+.2f} "
-                         f"points, paired 95% interval {p.low:+.2f} to {p.high:+.2f}, {_examples(p.only_first)} right "
-                         f"only under {p.first} and {p.only_second} only under {p.second}); {more}.")
+            notes.append(Notice("indistinguishable", f"{p.model}: {p.first} vs {p.second} under {p.what}: not "
+                                f"distinguishable ({p.difference:+.2f} points, paired 95% interval {p.low:+.2f} to "
+                                f"{p.high:+.2f}, {_examples(p.only_first)} right only under {p.first} and "
+                                f"{p.only_second} only under {p.second}); {more}."))
     return notes
 
 
@@ -101,19 +107,32 @@ def _examples(k: int) -> str:
     return f"{k} example" if k == 1 else f"{k} examples"
 
 
-def unconverged(ladders: list[Convergence]) -> list[str]:
+def unconverged(ladders: list[Convergence]) -> list[Notice]:
     """A budget ladder whose last doubling still lowered the worst case by more than its paired interval allows."""
-    return [f"{c.model} with {c.defense}: {c.attack} is not converged: doubling its budget from {c.last_step.second} to "
-            f"{c.last_step.first} lowered the worst case by {-c.last_step.difference:.2f} points (paired 95% interval "
-            f"{c.last_step.low:+.2f} to {c.last_step.high:+.2f}); raise the budget."
+    return [Notice("not-converged", f"{c.model} with {c.defense}: {c.attack} is not converged: doubling its budget "
+                   f"from {c.last_step.second} to {c.last_step.first} lowered the worst case by "
+                   f"{-c.last_step.difference:.2f} points (paired 95% interval {c.last_step.low:+.2f} to "
+                   f"{c.last_step.high:+.2f}); raise the budget.")
             for c in ladders if not c.converged]
 
 
+def small_sample(run: RunRecord) -> list[Notice]:
+    """Fewer examples than a ±5-point 95% Wilson interval needs at 50% accuracy, where it is widest."""
+    if run.n_examples >= examples_for(VERDICT_HALF_WIDTH):
+        return []
+    low, high = wilson(0.5, run.n_examples)
+    widest = 100 * (high - low) / 2
+    return [Notice("small-sample", f"{run.n_examples} examples per repeat: an accuracy near 50% carries a 95% "
+                   f"interval of ±{widest:.1f} points, so a difference smaller than that says little on its own (the "
+                   f"paired comparisons say which hold); about {examples_for(VERDICT_HALF_WIDTH):,} examples give "
+                   f"±{VERDICT_HALF_WIDTH:g}.")]
+
+
 def automatic_checks(store: Store, run: RunRecord, cells: pd.DataFrame, names: dict[str, str],
-                     pairs: list[PairedRow], ladders: list[Convergence], reproduced: Reproduction | None) -> list[str]:
-    notes = [w.removeprefix("warning: ") for w in warnings_for(store, run.run_id)]
+                     pairs: list[PairedRow], ladders: list[Convergence], reproduced: Reproduction | None) -> list[Notice]:
+    notes = warnings_for(store, run.run_id)
     if cells.empty:
         return notes
-    return (notes + unconverged(ladders) + black_box_beats_white_box(cells, run.entries("attacks"))
+    return (notes + small_sample(run) + unconverged(ladders) + black_box_beats_white_box(cells, run.entries("attacks"))
             + randomized_without_adaptive(store, run) + zero_gradients(store, run.run_id) + indistinguishable(pairs)
             + benchmark_above_reported(reproduced))

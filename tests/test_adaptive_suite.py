@@ -163,7 +163,7 @@ def test_a_last_doubling_that_still_lowers_the_worst_case_is_not_converged():
     rising = Convergence("m", "adaptive", "Hedge", (1, 2), (40.0, 43.0), _row(3.0, 0.5, 5.6))
     assert not still_falling.converged and flat.converged and rising.converged
     warnings = unconverged([still_falling, flat, rising])
-    assert len(warnings) == 1 and "not converged" in warnings[0] and "lowered the worst case by 5.00" in warnings[0]
+    assert [w.id for w in warnings] == ["not-converged"] and "lowered the worst case by 5.00" in warnings[0].text
 
 
 def test_without_an_adaptive_attack_the_adaptive_worst_case_is_not_evaluated(tmp_path):

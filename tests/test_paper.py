@@ -108,7 +108,7 @@ def test_an_offline_zoo_row_of_table5_runs_end_to_end_to_a_report(tmp_path):
     assert "Worst Case" not in md.split("## Reproduction")[1].split("\n## ")[0].split("|---|")[1]  # not the paper's
     # ten examples give intervals of about ±30 points: no verdict, but how many examples would give one
     assert "Wong2020Fast: no verdict: its measured 95% intervals reach ±" in md
-    assert "points on 10 examples; about 385 examples would bring them to ±5." in md
+    assert "points on 10 examples; about 381 examples would bring them to ±5." in md
     assert "reported values lie inside" not in md
 
 

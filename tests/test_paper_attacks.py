@@ -122,7 +122,7 @@ defenses = [{{ plugin = "none" }}, {{ plugin = "hedge", steps = 5 }}]
     assert worst[WORST_ADAPTIVE] < worst[WORST_TRANSFER]
     out = harness_cli("show", "--db", str(tmp_path / "results.sqlite")).stdout
     assert "Worst Case (transfer)" in out and "Worst Case (adaptive)" in out
-    assert "warning: no adaptive attack" not in out
+    assert "[transfer-only]" not in out
 
 
 def test_adaptive_attack_with_fewer_defense_steps_and_full_gradient(digits, digits_robust):

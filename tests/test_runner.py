@@ -24,6 +24,7 @@ from conftest import REPO, digits_grid, harness_cli
 from harness.config import identity_hash, load_grid
 from harness.errors import AttackOutputError, PluginCrash, PluginError
 from harness.hookspecs import hookimpl
+from harness.notices import Notice
 from harness.interfaces import Attack, AttackOutput, Defense
 from harness.plan import plan
 from harness.registry import Registry
@@ -417,4 +418,5 @@ def test_what_a_plugin_prints_is_kept_once_per_unit_for_the_report_not_mixed_int
             "attack chatty: this might lead to unreliable evaluation"]
         assert pd.isna(units.loc["clean"].messages)
         shown = warnings_for(store, grid.run_id)
-    assert "warning: robust × chatty [bare model] × r0: attack chatty: there are 2 points with zero gradient!" in shown
+    assert Notice("plugin-output", "robust × chatty [bare model] × r0: attack chatty: there are 2 points with zero "
+                  "gradient!") in shown
