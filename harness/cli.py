@@ -139,9 +139,9 @@ def _dry_run(grid, registry: Registry, gpu_name: str) -> int:
     for unit in units:
         cost = unit_cost(unit, grid, registry)
         total = total + cost
-        cell = (unit.model.label, unit.attack.label)
+        cell = (unit.model.label, unit.attack.named)
         by_cell[cell] = by_cell.get(cell, Passes(0, 0)) + cost
-        print(f"  {unit.key}  {unit.describe():<60}  defenses: {', '.join(d.label for d in unit.defenses)}  "
+        print(f"  {unit.key}  {unit.describe():<60}  defenses: {', '.join(d.named for d in unit.defenses)}  "
               f"forward {cost.forward:,.0f}  backward {cost.backward:,.0f}")
     print(f"total: forward {total.forward:,.0f}  backward {total.backward:,.0f} passes of one image through the model")
     flops = {}

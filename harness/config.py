@@ -21,7 +21,8 @@ from typing import Any
 from harness.code_identity import CodeIdentity
 from harness.errors import ConfigError, HarnessError, PluginError
 from harness.fingerprint import contents
-from harness.interfaces import AttackSuite, Role
+from harness.interfaces import AttackSuite, Plugin, Role
+from harness.naming import named
 from harness.precision import Compute, Precision
 from harness.records import ROWS_VERSION
 from harness.presets import HONEST, PRESETS, Preset
@@ -52,9 +53,16 @@ class Entry:
     suite: str | None = None    # attacks only: the suite entry it came from
     ladder: tuple[str, int] | None = None   # attacks only: (the ladder's base label, this rung's budget factor)
     code: CodeIdentity | None = None    # its plugin's distribution, version and source digest
+    # what its plugin declares tables call it (harness.naming); how it is shown, so not part of its identity
+    display: str | None = field(default=None, compare=False)
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
+
+    @property
+    def named(self) -> str:
+        """As messages name it: the table's name, with the label in brackets where they differ."""
+        return named(self.label, self.plugin, self.display)
 
     def as_json(self) -> dict[str, Any]:
         out = {"plugin": self.plugin, "label": self.label, "params": dict(self.params), "eps": self.eps,
@@ -214,17 +222,18 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, threat
     preset_params = dict(spec.declared("presets", {}).get(preset.name, {}))   # what the entry sets itself wins
     params = tuple(sorted({**preset_params, **dict(params)}.items()))
     entry = Entry(plugin=name, label=shown, params=params, eps=eps, code=spec.code)
-    _check(spec, entry, file, key, threat if eps is None else ThreatModel(threat.norm, eps))
-    return entry
+    plugin = _check(spec, entry, file, key, threat if eps is None else ThreatModel(threat.norm, eps))
+    return replace(entry, display=plugin.shown_name()) if isinstance(plugin, Plugin) else entry
 
 
-def _check(spec: PluginSpec, entry: Entry, file: str, key: str, threat: ThreatModel) -> None:
+def _check(spec: PluginSpec, entry: Entry, file: str, key: str, threat: ThreatModel) -> Any:
     """Build the plugin with the entry's parameters and run its own checks, before any work starts."""
     try:
         plugin = spec.factory(**entry.kwargs())
         plugin.check()
         if spec.kind is Kind.ATTACK:
             plugin.check_threat(threat)
+        return plugin
     except HarnessError as exc:
         raise ConfigError(file, key, str(exc)) from None
     except (TypeError, ValueError) as exc:
@@ -300,7 +309,8 @@ def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, k
             out.append(Entry(plugin=spec.name, label=shown if factor == 1 else f"{shown} ×{factor}",
                              params=entry.params if scaled is built else _params_of(scaled), eps=entry.eps,
                              suite=entry.label if isinstance(built, AttackSuite) else None,
-                             ladder=(shown, factor) if rungs > 1 else None, code=spec.code))
+                             ladder=(shown, factor) if rungs > 1 else None, code=spec.code,
+                             display=scaled.shown_name()))
     return out
 
 
@@ -442,7 +452,8 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
     baselines = tuple(a for a in attacks if registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE)
     if not baselines:
         baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
-        baselines = (Entry(plugin=baseline.name, label=baseline.name, code=baseline.code),)
+        baselines = (Entry(plugin=baseline.name, label=baseline.name, code=baseline.code,
+                           display=baseline.factory().shown_name()),)
         attacks = baselines + attacks  # clean accuracy, always evaluated
         _distinct(attacks, "attacks", file, added=f" (the clean baseline, {baseline.name!r}, is added to every grid "
                   "under that label)", shift=1)

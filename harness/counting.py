@@ -6,6 +6,9 @@ model, by the attack, a library inside it, a defense or the runner, goes through
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 from torch import Tensor, nn
 
 from harness.cost import Passes
@@ -24,16 +27,31 @@ class PassCounter(nn.Module):
         self.training = model.training   # its own flag only: train() would set every module of the model
         self.forward_rows = 0
         self.backward_rows = 0
+        self._listener: Callable[[Passes], None] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.model(x).float()
         self.forward_rows += x.shape[0]
+        if self._listener is not None:
+            self._listener(Passes(x.shape[0], 0))
         if out.requires_grad:
             out.register_hook(self._count_backward)
         return out
 
     def _count_backward(self, grad: Tensor) -> None:
         self.backward_rows += grad.shape[0]
+        if self._listener is not None:
+            self._listener(Passes(0, grad.shape[0]))
+
+    @contextlib.contextmanager
+    def listening(self, listener: Callable[[Passes], None]) -> Iterator[None]:
+        """Tell ``listener`` of every pass while inside (progress within a batch: a unit of one batch would
+        otherwise show nothing until it ends)."""
+        self._listener = listener
+        try:
+            yield
+        finally:
+            self._listener = None
 
     def counted(self) -> Passes:
         return Passes(self.forward_rows, self.backward_rows)

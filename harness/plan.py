@@ -28,8 +28,8 @@ class Unit:
     adaptive: bool
 
     def describe(self) -> str:
-        defended = self.defenses[0].label if self.adaptive else "bare model"
-        return f"{self.model.label} × {self.attack.label} [{defended}] × r{self.repeat}"
+        defended = f"through {self.defenses[0].named}" if self.adaptive else "on the bare model"
+        return f"{self.model.label} × {self.attack.named} {defended} × r{self.repeat}"
 
     @property
     def stream(self) -> str:

@@ -53,6 +53,7 @@ class GridProgress:
         self.tty = enabled and self.stream.isatty()
         self.per_example = {u.key: weight(u.passes) / max(u.examples, 1) for u in units}
         self.left = {u.key: u.examples - u.done for u in units}
+        self.credited = {u.key: 0.0 for u in units}   # passes made inside a batch not yet committed
         self.total = sum(weight(u.passes) for u in units)
         self.initial = sum(self.per_example[u.key] * u.done for u in units)
         self.done = self.initial
@@ -85,7 +86,20 @@ class GridProgress:
 
     def advance(self, key: str, examples: int) -> None:
         self.left[key] -= examples
-        step = self.per_example[key] * examples
+        step = self.per_example[key] * examples - self.credited[key]   # what passing() has not yet counted
+        self.credited[key] = 0.0
+        self._step(step)
+
+    def passing(self, key: str, passes: Passes, examples: int) -> None:
+        """Passes made inside a batch of ``examples`` not yet committed: counted at once, up to 95 % of the
+        batch's planned work (a unit may make more passes than planned, or fewer; advance settles it)."""
+        room = 0.95 * self.per_example[key] * examples - self.credited[key]
+        step = min(weight(passes), max(room, 0.0))
+        if step > 0:
+            self.credited[key] += step
+            self._step(step)
+
+    def _step(self, step: float) -> None:
         self.done += step
         self.bar.set_description_str(self._description(), refresh=False)
         self.bar.update(step)

@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from harness.naming import named, table_name
+
 SCHEMA_VERSION = 6
 # What the core computes for a row, in every unit's identity: raised whenever the runner's own part of a row
 # changes (how draws are seeded, how a vote is decided), so that no unit mixes rows of two versions.
@@ -58,6 +60,19 @@ class RunRecord:
 
     def labels(self, kind: str) -> list[str]:
         return [e["label"] for e in self.entries(kind)]
+
+    def table_names(self) -> dict[str, str]:
+        """Attack and defense label → the name tables print (harness.naming)."""
+        return {e["label"]: table_name(e["label"], e["plugin"], e.get("display_name"))
+                for kind in ("attacks", "defenses") for e in self.entries(kind)}
+
+    def named(self, label: str) -> str:
+        """An attack or defense as messages name it: the table's name, the label in brackets where they differ."""
+        for kind in ("attacks", "defenses"):
+            for e in self.entries(kind):
+                if e["label"] == label:
+                    return named(e["label"], e["plugin"], e.get("display_name"))
+        return label
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.interfaces import AttackOutput, DataSource, LabelledData, LoadedModel, Passes
 from harness.observers import ExampleCapture, GradientNorms, LipschitzGaps, Observer
 from harness.plan import Unit, build, plan, unit_cost
-from harness.progress import GridProgress, UnitWork
+from harness.progress import GridProgress, UnitWork, weight
 from harness.provenance import run_record
 from harness.records import ResultRow, UnitRecord
 from harness.registry import Registry
@@ -169,20 +169,44 @@ class Runner:
         state = self.store.unit_state(grid.run_id, unit.key)
         n, started = grid.n_examples, time.perf_counter()
         bars = self.progress if progress is None else progress.unit_bars
-        bar = tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not bars,
-                   leave=False, dynamic_ncols=True, position=1)
-        for batch in self.batches(unit, loaded, data, state.done, n):
-            self.store.commit(grid.run_id, unit.key, batch.records, start=batch.start, stop=batch.stop,
-                              total=n, seconds=batch.seconds, owner=owner.id if owner else "", counted=batch.counted,
-                              floor=batch.floor, smallest_chunk=batch.smallest_chunk, messages=batch.messages)
-            bar.update(batch.stop - batch.start)
-            if progress is not None:
-                progress.advance(unit.key, batch.stop - batch.start)
+        one_batch = n - state.done <= grid.batch_size
+        # a unit of one batch counts its passes as they happen; others count examples, batch by batch
+        planned = weight(unit_cost(unit, grid, self.registry)) / n * (n - state.done) if one_batch else None
+        bar = (tqdm(total=round(planned), desc=unit.describe(), unit=" passes", unit_scale=True, disable=not bars,
+                    leave=False, dynamic_ncols=True, position=1) if planned is not None else
+               tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not bars,
+                    leave=False, dynamic_ncols=True, position=1))
+        with self._passes_shown(unit, loaded, bar, progress, n - state.done) if one_batch else contextlib.nullcontext():
+            for batch in self.batches(unit, loaded, data, state.done, n):
+                self.store.commit(grid.run_id, unit.key, batch.records, start=batch.start, stop=batch.stop,
+                                  total=n, seconds=batch.seconds, owner=owner.id if owner else "",
+                                  counted=batch.counted, floor=batch.floor, smallest_chunk=batch.smallest_chunk,
+                                  messages=batch.messages)
+                bar.update(bar.total - bar.n if one_batch else batch.stop - batch.start)
+                if progress is not None:
+                    progress.advance(unit.key, batch.stop - batch.start)
         bar.close()
         message = f"finished {unit.describe()} in {time.perf_counter() - started:.1f}s"
         if self.progress:
             tqdm.write(message)
         log.info(message)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _passes_shown(unit: Unit, loaded: LoadedModel, bar: tqdm, progress: GridProgress | None,
+                      examples: int) -> Iterator[None]:
+        """While the unit's one batch runs, its bar and the grid's progress follow the passes through the model."""
+        if not isinstance(loaded.module, PassCounter):
+            yield
+            return
+
+        def shown(passes: Passes) -> None:
+            bar.update(min(weight(passes), max(bar.total - 1 - bar.n, 0)))
+            if progress is not None:
+                progress.passing(unit.key, passes, examples)
+
+        with loaded.module.listening(shown):
+            yield
 
     def batches(self, unit: Unit, loaded: LoadedModel, data: LabelledData, first: int, last: int) -> Iterator[Batch]:
         """Evaluate examples [first, last) of a unit, batch by batch. Every executor runs exactly this.
@@ -211,13 +235,13 @@ class Runner:
         around every call: a plugin that changes what it was given stops the unit, naming itself, before
         any row of it is recorded (it would otherwise corrupt every later unit)."""
         grid, unit, model = self.grid, ctx.unit, ctx.model
-        attack_label, n = unit.attack.label, len(ctx.x)
+        attack_label, attack_named, n = unit.attack.label, unit.attack.named, len(ctx.x)
         x_given, y_given, threat_given = ctx.x.clone(), ctx.y.clone(), dataclasses.replace(ctx.threat)
         counted_before = _counted(model)
         state = ModelState.of(model)
         t0 = time.perf_counter()
         exact = torch.autocast(self.device.type, enabled=False) if ctx.attack.full_precision else contextlib.nullcontext()
-        with plugin_call("attack", attack_label, unit.attack.plugin), ctx.chatter.capture(f"attack {attack_label}"), \
+        with plugin_call("attack", attack_named, unit.attack.plugin), ctx.chatter.capture(f"attack {attack_named}"), \
                 exact:
             if unit.adaptive:
                 defense_entry, defense = ctx.defenses[0]
@@ -233,12 +257,12 @@ class Runner:
         attack_s = (time.perf_counter() - t0) / n
         for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
             p.grad = None
-        state = state.check(attack_label, model)
-        check_inputs_untouched(attack_label, x_given, ctx.x, "x")
-        check_inputs_untouched(attack_label, y_given, ctx.y, "y (the labels)")
+        state = state.check(attack_named, model)
+        check_inputs_untouched(attack_named, x_given, ctx.x, "x")
+        check_inputs_untouched(attack_named, y_given, ctx.y, "y (the labels)")
         x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
-        check_attack_output(attack_label, x_adv, ctx.x, ctx.threat)
-        check_queries(attack_label, queries, n)
+        check_attack_output(attack_named, x_adv, ctx.x, ctx.threat)
+        check_queries(attack_named, queries, n)
         floor = floor * n
         columns = {"linf": distance(x_adv, ctx.x, Norm.LINF).tolist(), "l2": distance(x_adv, ctx.x, Norm.L2).tolist(),
                    "queries": [None] * n if queries is None else [int(q) for q in queries],
@@ -247,13 +271,13 @@ class Runner:
             columns.update(observer.columns(ctx, x_adv))
         rows, examples, preds_by_defense = [], [], {}
         for entry, defense in ctx.defenses:
-            with plugin_call("defense", entry.label, entry.plugin), ctx.chatter.capture(f"defense {entry.label}"):
+            with plugin_call("defense", entry.named, entry.plugin), ctx.chatter.capture(f"defense {entry.named}"):
                 preds = predict_defended(model, defense, x_adv, grid.votes_for(unit.adaptive),
                                          lambda d, label=entry.label: ctx.generator("defense", label, d),
-                                         name=entry.label, num_classes=ctx.num_classes, runner=ctx.draws)
+                                         name=entry.named, num_classes=ctx.num_classes, runner=ctx.draws)
                 for observer in self.observers:
                     examples += observer.examples(ctx, entry.label, defense, x_adv, preds.pred)
-            state = state.check(entry.label, model)
+            state = state.check(entry.named, model)
             floor = floor + (defense.passes() + Passes(1, 0)) * float(preds.draws.sum())
             pred, y, draws = preds.pred.tolist(), ctx.y.tolist(), preds.draws.tolist()
             for i in range(n):

@@ -17,7 +17,7 @@ def warnings_for(store: Store, run_id: str) -> list[Notice]:
     notes = []
     if test_time and not adaptive_attacks(run):
         notes.append(Notice("transfer-only", f"no adaptive attack in this grid, so the worst case of "
-                            f"{', '.join(test_time)} is the transfer protocol only and overstates robustness (Croce "
+                            f"{', '.join(run.named(d) for d in test_time)} is the transfer protocol only and overstates robustness (Croce "
                             "et al., ICML 2022). Add [[attacks]] plugin = \"adaptive-suite\" to attack model + "
                             "defense end to end."))
     return notes + plugin_messages(store, run_id)
@@ -28,10 +28,12 @@ def plugin_messages(store: Store, run_id: str) -> list[Notice]:
     units = store.units(run_id)
     if units.empty or "messages" not in units:
         return []
+    run = store.run(run_id)
     out = []
     for unit in units.itertuples():
         if isinstance(unit.messages, str) and unit.messages:
-            defenses = ", ".join(json.loads(unit.defenses)) if unit.adaptive else "bare model"
-            out += [Notice("plugin-output", f"{unit.model} × {unit.attack} [{defenses}] × r{unit.repeat}: {message}")
-                    for message in json.loads(unit.messages)]
+            defended = (f"through {', '.join(run.named(d) for d in json.loads(unit.defenses))}" if unit.adaptive
+                        else "on the bare model")
+            out += [Notice("plugin-output", f"{unit.model} × {run.named(unit.attack)} {defended} × r{unit.repeat}: "
+                           f"{message}") for message in json.loads(unit.messages)]
     return out

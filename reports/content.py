@@ -162,6 +162,17 @@ class UnitFact:
 
 
 @dataclass(frozen=True)
+class PluginFact:
+    """One grid entry as it ran: the name the tables use, its plugin, the code that computed it, its parameters."""
+
+    kind: str            # "model", "attack", "defense" or "dataset"
+    shown: str           # the display name, with the entry's label in brackets where they differ
+    plugin: str
+    code: str            # distribution and version, and the digest of the plugin's source
+    params: str          # every resolved parameter, "k = v, ..."
+
+
+@dataclass(frozen=True)
 class Facts:
     run_id: str
     config_path: str
@@ -182,6 +193,7 @@ class Facts:
     started: float | None
     ended: float | None
     units: tuple[UnitFact, ...]
+    plugins: tuple[PluginFact, ...] = ()
 
     @property
     def wall_seconds(self) -> float:
@@ -262,7 +274,28 @@ def _facts(store: Store, run: RunRecord) -> Facts:
         repeats=run.repeats, device=run.device, precision=run.precision, preset=run.preset,
         adaptive_budgets=_budgets(run), votes=_votes(store, run),
         git_commit=run.harness_commit or "(unknown)", versions=json.loads(run.versions), started=run.started,
-        ended=run.ended, units=_units(store, run.run_id))
+        ended=run.ended, units=_units(store, run.run_id), plugins=_plugin_facts(run))
+
+
+def _plugin_facts(run: RunRecord) -> tuple[PluginFact, ...]:
+    """Every entry with its resolved parameters (the run's plugins record) and its code (the run's identity)."""
+    identity = json.loads(run.identity)
+    recorded = json.loads(run.plugins)
+    facts = []
+    for kind, key in (("dataset", "dataset"), ("model", "models"), ("attack", "attacks"), ("defense", "defenses")):
+        coded = identity.get(key) or []
+        coded = [coded] if isinstance(coded, dict) else coded
+        code_of = {entry["label"]: entry.get("code") or {} for entry in coded}
+        for entry in recorded.get(key) or coded:   # the dataset's parameters are recorded with its identity only
+            label = entry["label"]
+            shown = run.dataset_display if kind == "dataset" else entry.get("display_name") or label
+            code = code_of.get(label, {})
+            facts.append(PluginFact(
+                kind=kind, shown=shown if shown == label else f"{shown} [{label}]", plugin=entry["plugin"],
+                code=" ".join(filter(None, (code.get("distribution"), code.get("version"),
+                                            code.get("source") and f"(source {code['source'][:12]})"))) or "—",
+                params=", ".join(f"{k} = {v}" for k, v in entry.get("params", {}).items()) or "defaults"))
+    return tuple(facts)
 
 
 def _votes(store: Store, run: RunRecord) -> str:

@@ -10,13 +10,9 @@ COLUMN_NAMES = {WORST: "Worst Case", WORST_TRANSFER: "Worst Case (transfer)", WO
 
 
 def display_names(run: RunRecord) -> dict[str, str]:
-    """Label → the name tables print: the plugin's declared name where the grid kept the default label
-    (the plugin's own name), the grid's label otherwise."""
-    names = {}
-    for kind in ("attacks", "defenses"):
-        for e in run.entries(kind):
-            names[e["label"]] = (e.get("display_name") or e["label"]) if e["label"] == e["plugin"] else e["label"]
-    return names
+    """Label → the name tables print (harness.naming): the plugin's declared name where the grid kept the
+    default label (the plugin's own name), the grid's label otherwise."""
+    return run.table_names()
 
 
 def with_role(run: RunRecord, kind: str, role: Role) -> list[str]:

@@ -86,7 +86,7 @@ def test_the_suite_expands_into_its_members_and_each_rung_costs_more(tmp_path):
     for member in MEMBERS:
         costs = []
         for rung in ("", " ×2", " ×4"):
-            line = next(text for text in out.splitlines() if f"suite: {member}{rung} [hedge]" in text)
+            line = next(text for text in out.splitlines() if f"suite: {member}{rung} through Hedge [hedge]" in text)
             costs.append(int(line.split("forward")[1].split()[0].replace(",", "")))
         assert costs[0] < costs[1] < costs[2], (member, costs)   # every member's cost is in the estimate
 

@@ -79,7 +79,8 @@ def test_estimate_after_a_run_shows_the_passes_each_unit_made(tmp_path, registry
         units = store.units(grid.run_id)
     out = harness_cli("run", "--grid", str(tmp_path / "grid.toml"), "--estimate").stdout
     for unit in units.itertuples():
-        line = next(line for line in out.splitlines() if line.strip().startswith(f"robust × {unit.attack} "))
+        line = next(line for line in out.splitlines() if line.strip().startswith("robust × ")
+                    and f"[{unit.attack}] " in line)
         assert f"made: forward {unit.counted_forward / 40:,.1f}  backward {unit.counted_backward / 40:,.1f}" in line
 
 

@@ -40,7 +40,7 @@ def test_show_prints_each_warning_under_its_id(tmp_path):
     db = shutil.copy(FASTAT40, tmp_path / "fastat40.sqlite")
     out = harness_cli("show", "--db", str(db), "--run", PAPER_RUN).stdout
     (line,) = [line for line in out.splitlines() if line.startswith("warning [transfer-only]: ")]
-    assert "random, hedge" in line
+    assert "of Random [random], Hedge [hedge] is the transfer protocol only" in line
 
 
 def test_small_sample_fires_below_the_examples_a_5_point_interval_needs():

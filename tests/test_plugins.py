@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import torch
+from torch import nn
 
 from conftest import REPO, digits_grid, harness_cli
 from harness.errors import PluginError
@@ -74,6 +76,36 @@ def test_third_party_package_is_listed_and_usable_in_a_grid(third_party_site, tm
 
     db = sqlite_utils.Database(tmp_path / "results.sqlite")
     assert db["results"].count_where("attack = 'fgsm-example'") == 40
+
+
+def test_a_third_party_defense_runs_in_a_grid_and_the_report_names_its_distribution_and_parameters(
+        third_party_site, tmp_path):
+    env = {"PYTHONPATH": f"{third_party_site}:{REPO}"}
+    assert "[harness-third-party-attack 0.1.0]" in harness_cli("plugins", "--kind", "defense", env=env).stdout
+    grid = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "fgsm-example"\nscale = 0.5\n',
+                       defenses='[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "median-example"\n')
+    harness_cli("run", "--grid", str(grid), "--quiet", env=env)
+    harness_cli("report", "--db", str(tmp_path / "results.sqlite"), "--out", str(tmp_path / "r"), "--format",
+                "markdown", env=env)
+    rows = [line for line in (tmp_path / "r" / "report.md").read_text().split("## Plugins", 1)[1].splitlines()
+            if "third-party" in line]
+    assert any(r.startswith("| defense | Median \\[median-example\\] | median-example | harness-third-party-attack "
+                            "0.1.0 (source ") and r.endswith("| size = 3 |") for r in rows), rows
+    assert any(r.startswith("| attack | FGSM \\[fgsm-example\\]") and "scale = 0.5" in r for r in rows), rows
+
+
+def test_the_example_median_filter_removes_a_lone_spike_and_refuses_an_even_window(third_party_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(third_party_site))
+    from third_party_attack import MedianFilter
+
+    x = torch.full((2, 3, 8, 8), 0.25)
+    x[0, 1, 4, 4] = 1.0                       # one bright pixel: the 3 × 3 median is the flat value around it
+    x[1, :, :, 4:] = 0.75                     # an edge: kept where it is
+    out = MedianFilter().purify(nn.Identity(), x, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out[0], torch.full_like(out[0], 0.25))
+    assert torch.equal(out[1], x[1])
+    with pytest.raises(PluginError, match="odd window.*got size = 4"):
+        MedianFilter(size=4).check()
 
 
 def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_path):
@@ -154,7 +186,7 @@ def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, referen
     assert [row.defense for row in content.main.groups[0].rows] == [{"none": "−", "as-is": "As is"}[reference], "Hedge"]
     assert {f.defense for f in content.flips} == {"Hedge"}
     transfer_only = [w.text for w in content.warnings if w.id == "transfer-only"]
-    assert transfer_only and all("worst case of hedge is the transfer protocol only" in w for w in transfer_only)
+    assert transfer_only and all("worst case of Hedge [hedge] is the transfer protocol only" in w for w in transfer_only)
     assert not any(reference in w for w in transfer_only)  # not a test-time defense
 
 

@@ -69,3 +69,36 @@ def test_the_bar_on_a_terminal_reads_cleanly():
     progress.close()
     drawn = stream.getvalue()
     assert "grid, 1/3 units: " in drawn and "| ," not in drawn and ", ," not in drawn
+
+
+def test_passes_inside_a_batch_move_the_grid_before_the_batch_is_committed_and_are_not_counted_twice():
+    progress, stream = _plain([UnitWork("a", Passes(100, 50), 10, 0), UnitWork("b", Passes(100, 50), 10, 0)])
+    progress.passing("a", Passes(40, 20), examples=10)           # 80 of unit a's 200 weighed passes: 20 % of 400
+    assert _shares(stream.getvalue())[-1] == 20 and "0/2 units" in stream.getvalue().splitlines()[-1]
+    assert progress.eta_s() is not None                          # a rate before any batch has finished
+    progress.passing("a", Passes(1000, 1000), examples=10)       # more than planned: held below the whole unit
+    assert _shares(stream.getvalue())[-1] == 48                  # 95 % of unit a
+    progress.advance("a", 10)                                    # the commit settles unit a at exactly its share
+    assert _shares(stream.getvalue())[-1] == 50 and progress.done == 200
+
+
+def test_a_unit_of_one_batch_shows_progress_while_it_runs(tmp_path, registry):
+    """20 examples in batches of 50: every unit is one batch, and the grid's line moves inside it."""
+    from harness.config import load_grid
+    from harness.runner import Runner
+    from harness.store import Store
+
+    grid = load_grid(digits_grid(tmp_path, n=20, batch_size=50,
+                                 attacks='[[attacks]]\nplugin = "pgd"\nsteps = 40\nstep_size = 0.01\n'), registry)
+    stream = io.StringIO()
+    with Store(grid.db) as store:
+        runner = Runner(grid, registry, store, progress=True)
+        runner.report_every_s = 0.0
+        import contextlib
+        with contextlib.redirect_stderr(stream):
+            runner.run()
+    inside = [share for line in stream.getvalue().splitlines() if line.startswith("grid:") and "0/2 units" in line
+              for share in _shares(line)]
+    assert max(inside) > 0              # moved before the first unit (one batch) was committed
+    between = [share for line in stream.getvalue().splitlines() if "1/2 units" in line for share in _shares(line)]
+    assert len(set(between)) > 2        # and inside the second (PGD-40's passes), not only at its end

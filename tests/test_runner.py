@@ -335,7 +335,8 @@ def test_dry_run_prints_units_and_passes(tmp_path):
     out = harness_cli("run", "--grid", str(grid), "--dry-run").stdout
     assert "4 work units on 50 examples of digits" in out
     # pgd unit: attack 10 fwd + 10 bwd; none 1 fwd; random 5 draws × 1 fwd; hedge 5 draws × (3 fwd + 3 bwd + 1 fwd)
-    pgd_line = next(line for line in out.splitlines() if "robust × pgd [bare model] × r0" in line)
+    pgd_line = next(line for line in out.splitlines() if "robust × PGD [pgd] on the bare model × r0" in line)
+    assert "defenses: − [none], Random [random], Hedge [hedge]" in pgd_line
     assert "forward 1,800  backward 1,250" in pgd_line  # (10 + 1 + 5 + 20) × 50 and (10 + 15) × 50
     assert not (tmp_path / "results.sqlite").exists()
 
@@ -414,9 +415,10 @@ def test_what_a_plugin_prints_is_kept_once_per_unit_for_the_report_not_mixed_int
         assert "computing the gradients" not in out + err and "zero gradient" not in out + err
         units = store.units(grid.run_id).set_index("attack")
         assert sorted(json.loads(units.loc["chatty"].messages)) == [        # three batches, each message once
-            "attack chatty: computing the gradients now", "attack chatty: there are 2 points with zero gradient!",
-            "attack chatty: this might lead to unreliable evaluation"]
+            "attack PGD [chatty]: computing the gradients now",   # named as tables name it, the label in brackets
+            "attack PGD [chatty]: there are 2 points with zero gradient!",
+            "attack PGD [chatty]: this might lead to unreliable evaluation"]
         assert pd.isna(units.loc["clean"].messages)
         shown = warnings_for(store, grid.run_id)
-    assert Notice("plugin-output", "robust × chatty [bare model] × r0: attack chatty: there are 2 points with zero "
-                  "gradient!") in shown
+    assert Notice("plugin-output", "robust × PGD [chatty] on the bare model × r0: attack PGD [chatty]: there are 2 "
+                  "points with zero gradient!") in shown

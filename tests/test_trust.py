@@ -288,3 +288,40 @@ def test_a_plugin_package_that_fails_to_import_is_one_line_and_every_other_comma
         assert err.strip().splitlines() == ["harness: skipped plugin package fake-attack-plugin 0.3.0, entry point "
                                             "fake = fake_attack_plugin: ImportError: needs a library this machine lacks"]
     assert main(["show", "--db", str(db)]) == 0 and f"run {run_id}" in capsys.readouterr().out
+
+
+NO_PLUGINS = '''
+import importlib.abc, sys
+class NoPlugins(importlib.abc.MetaPathFinder):
+    """Every plugin package fails to import, built-ins included: only the core and the reports are left."""
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("harness_plugins", "third_party_attack", "fake_attack_plugin"):
+            raise ImportError(f"{name} is not importable here")
+sys.meta_path.insert(0, NoPlugins())
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_show_report_and_compare_read_only_the_database_with_no_plugin_importable(tmp_path):
+    """A record database outlives its plugins: with every plugin package broken (the built-ins too), show, report
+    and compare still work from what the database holds, and each broken package is one line on stderr."""
+    import subprocess
+
+    from conftest import REPO
+    db = shutil.copy(REPO / "results" / "record" / "fastat40.sqlite", tmp_path / "fastat40.sqlite")
+
+    def harness(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NO_PLUGINS, *argv], capture_output=True, text=True, cwd=tmp_path)
+
+    for argv in (["show", "--db", str(db), "--run", "2770dc2a1aff"],
+                 ["report", "--db", str(db), "--run", "37ec527209be", "--out", str(tmp_path / "r")],
+                 ["compare", "--db", str(db), "--run", "2770dc2a1aff", "--db", str(db), "--run", "37ec527209be"]):
+        proc = harness(*argv)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        skipped = proc.stderr.strip().splitlines()
+        assert skipped and all(line.startswith("harness: skipped plugin package robustness-harness") for line in skipped)
+        assert {line.split("entry point ")[1].split(" =")[0] for line in skipped} == {
+            "builtin-attacks", "builtin-defenses", "builtin-models", "builtin-datasets"}
+    assert "Hedge" in harness("show", "--db", str(db), "--run", "2770dc2a1aff").stdout
+    assert (tmp_path / "r" / "report.html").stat().st_size > 10_000 and "Hedge" in (tmp_path / "r" / "main.tex").read_text()

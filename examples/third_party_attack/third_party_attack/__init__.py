@@ -1,4 +1,5 @@
-"""FGSM as a third-party harness plugin: a frozen dataclass of hyper-parameters and one hook."""
+"""An attack and a defense as a third party ships them: frozen dataclasses of hyper-parameters and one hook
+per kind, found through the package's entry point exactly as the built-ins are."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.errors import PluginError
 from harness.hookspecs import hookimpl
-from harness.interfaces import Attack, Passes
+from harness.interfaces import Attack, Defense, Passes
 from harness.specs import Kind, PluginSpec, param, spec_from_dataclass
 from harness.threat import ThreatModel
 
@@ -33,6 +35,36 @@ class FGSM(Attack):
         return Passes(1, 1)
 
 
+@dataclass(frozen=True)
+class MedianFilter(Defense):
+    """Median filtering (Xu et al., NDSS 2018, "feature squeezing"): each pixel of each channel becomes the median
+    of the size × size window around it, the border reflected. Deterministic, so no vote; differentiable almost
+    everywhere (the median's gradient goes to the pixel it selects), so adaptive attacks can run through it."""
+
+    display_name: ClassVar[str] = "Median"
+
+    size: int = param(3, "side of the square window (odd)", minimum=1)
+
+    def check(self) -> None:
+        super().check()
+        if self.size % 2 == 0:
+            raise PluginError(f"median-example needs an odd window, centred on its pixel (got size = {self.size}); "
+                              f"use {self.size - 1} or {self.size + 1}")
+
+    def purify(self, model: nn.Module, x: Tensor, *, generator: torch.Generator,
+               differentiable: bool = False) -> Tensor:
+        half = self.size // 2
+        padded = F.pad(x, (half, half, half, half), mode="reflect") if half else x
+        windows = padded.unfold(2, self.size, 1).unfold(3, self.size, 1)   # (N, C, H, W, size, size)
+        filtered = windows.reshape(*x.shape, -1).median(dim=-1).values
+        return filtered if differentiable else filtered.detach()
+
+
 @hookimpl
 def harness_attacks() -> list[PluginSpec]:
     return [spec_from_dataclass(FGSM, name="fgsm-example", kind=Kind.ATTACK)]
+
+
+@hookimpl
+def harness_defenses() -> list[PluginSpec]:
+    return [spec_from_dataclass(MedianFilter, name="median-example", kind=Kind.DEFENSE)]
