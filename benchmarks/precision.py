@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+
 from benchmarks.common import write  # noqa: E402
 from harness.compare import compare_runs  # noqa: E402
 from harness.config import Overrides, load_grid  # noqa: E402
@@ -27,7 +29,6 @@ from harness.precision import Compute, Precision  # noqa: E402
 from harness.registry import Registry  # noqa: E402
 from harness.runner import run_grid  # noqa: E402
 from harness.store import Store  # noqa: E402
-import torch  # noqa: E402
 
 BAR = 0.5  # percentage points
 

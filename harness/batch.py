@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from harness.config import Entry
 from harness.chatter import Chatter
+from harness.config import Entry
 from harness.defended import DrawRunner
 from harness.interfaces import Attack, Defense, Passes
 from harness.plan import Unit

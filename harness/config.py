@@ -24,8 +24,8 @@ from harness.fingerprint import contents
 from harness.interfaces import AttackSuite, Plugin, Role
 from harness.naming import named
 from harness.precision import Compute, Precision
-from harness.records import ROWS_VERSION
 from harness.presets import HONEST, PRESETS, Preset
+from harness.records import ROWS_VERSION
 from harness.registry import Registry, suggest
 from harness.reported import Reported, parse_reported
 from harness.specs import Kind, PluginSpec

@@ -18,11 +18,11 @@ from torch import nn
 
 from harness.config import GridConfig
 from harness.device import synchronize
-from harness.interfaces import Passes
 from harness.errors import HarnessError
+from harness.interfaces import Passes
 from harness.plan import Unit, build, plan, unit_cost
-from harness.specs import Kind
 from harness.registry import Registry
+from harness.specs import Kind
 
 if TYPE_CHECKING:
     from harness.runner import Runner

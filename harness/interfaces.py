@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from harness.cost import Passes, through_defense
 from harness.errors import PluginError
+from harness.registration import Registrable
 from harness.specs import param
 from harness.threat import Norm, ThreatModel
 
@@ -70,7 +71,7 @@ class AttackOutput:
 
 
 @dataclass(frozen=True)
-class Plugin:
+class Plugin(Registrable):
     """What attacks and defenses declare about themselves (class attributes, not grid parameters)."""
 
     display_name: ClassVar[str] = ""     # how tables name it where the grid keeps the default label
@@ -206,7 +207,7 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelSource(Registrable):
     """Base of model plugins: where a model's architecture and weights come from."""
 
     def load(self, device: torch.device) -> LoadedModel:
@@ -241,7 +242,7 @@ class LabelledData:
 
 
 @dataclass(frozen=True)
-class DataSource:
+class DataSource(Registrable):
     """Base of dataset plugins: the test split in a fixed order, and optionally a training split."""
 
     # printed beside every result on this data, e.g. that it is not the original benchmark's pixels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from importlib import metadata
 from types import ModuleType
 
@@ -11,9 +12,14 @@ import pluggy
 from harness import hookspecs
 from harness.code_identity import code_identity
 from harness.errors import PluginError
-from harness.specs import Command, Kind, PluginSpec
+from harness.interfaces import Attack, DataSource, Defense, ModelSource
+from harness.registration import declared_under
+from harness.specs import Command, Kind, PluginSpec, spec_from_dataclass
 
-_HOOKS = {
+# a registered class's kind is its base's
+_KINDS = ((Attack, Kind.ATTACK), (Defense, Kind.DEFENSE), (ModelSource, Kind.MODEL), (DataSource, Kind.DATASET))
+# the hooks plugin modules returned their specs from before classes registered themselves: still read, deprecated
+_LEGACY_HOOKS = {
     Kind.ATTACK: "harness_attacks",
     Kind.DEFENSE: "harness_defenses",
     Kind.MODEL: "harness_models",
@@ -31,11 +37,13 @@ class Registry:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._dists: dict[int, metadata.Distribution] = {}
+        self._modules: list[tuple[ModuleType, metadata.Distribution | None, str, str]] = []  # with entry point
         self.skipped: list[str] = []
         if entry_points:
             self._load_entry_points()
         for module in extra_modules:
             self._pm.register(module)
+            self._modules.append((module, None, module.__name__, module.__name__))
         self._specs: dict[Kind, dict[str, PluginSpec]] = {kind: {} for kind in Kind}
         self._commands: dict[str, Command] = {}
         self._collect()
@@ -54,6 +62,7 @@ class Registry:
                     self._skip(dist, ep.name, ep.value, exc)
                     continue
                 self._dists[id(plugin)] = dist
+                self._modules.append((plugin, dist, ep.name, ep.value))
 
     def _skip(self, dist: metadata.Distribution | None, name: str, value: str, exc: BaseException) -> None:
         where = f"{dist.metadata['name']} {dist.version}" if dist is not None else "(registered in code)"
@@ -70,28 +79,39 @@ class Registry:
                 self._skip(self._dists.get(id(impl.plugin)), impl.plugin_name, f"{hook_name}()", exc)
 
     def _collect(self) -> None:
-        dists = self._dists
-        for kind, hook_name in _HOOKS.items():
+        for module, installed, name, value in self._modules:
+            try:
+                declared = declared_under(module)
+            except Exception as exc:  # noqa: BLE001 - a module inside a third party's package that fails to import
+                self._skip(installed, name, value, exc)
+                continue
+            for cls, plugin_id in declared:
+                self._add(spec_from_dataclass(cls, name=plugin_id, kind=_kind_of(cls)), installed, name)
+        for kind, hook_name in _LEGACY_HOOKS.items():
             for impl, returned in self._implementations(hook_name):
-                installed = dists.get(id(impl.plugin))
+                warnings.warn(f"{impl.plugin_name}: {hook_name}() is deprecated and will be removed in the next "
+                              f"release; register each class in its class statement instead, e.g. "
+                              f"class MyAttack(Attack, name=\"my-attack\")", DeprecationWarning, stacklevel=2)
                 for spec in returned:
-                    code = code_identity(spec.factory.__module__, installed)
-                    dist = code.describe() if installed is not None else f"(registered in code: {impl.plugin_name})"
                     if spec.kind is not kind:
-                        raise PluginError(f"{dist} returned {spec.kind.value} plugin {spec.name!r} from {hook_name}")
-                    spec = spec.with_code(dist, code)
-                    if spec.name in self._specs[kind]:
-                        other = self._specs[kind][spec.name].distribution
-                        raise PluginError(
-                            f"two {kind.value} plugins are named {spec.name!r}: one from {other}, one from {dist}. "
-                            "Uninstall one of them or rename the plugin."
-                        )
-                    self._specs[kind][spec.name] = spec
+                        raise PluginError(f"{impl.plugin_name} returned {spec.kind.value} plugin {spec.name!r} from "
+                                          f"{hook_name}")
+                    self._add(spec, self._dists.get(id(impl.plugin)), impl.plugin_name)
         for impl, returned in self._implementations("harness_commands"):
             for command in returned:
                 if command.name in self._commands:
                     raise PluginError(f"two plugin packages add the command {command.name!r}; uninstall one of them")
                 self._commands[command.name] = command
+
+    def _add(self, spec: PluginSpec, installed: metadata.Distribution | None, registered_as: str) -> None:
+        code = code_identity(spec.factory.__module__, installed)
+        dist = code.describe() if installed is not None else f"(registered in code: {registered_as})"
+        spec = spec.with_code(dist, code)
+        if spec.name in self._specs[spec.kind]:
+            other = self._specs[spec.kind][spec.name].distribution
+            raise PluginError(f"two {spec.kind.value} plugins are named {spec.name!r}: one from {other}, one from "
+                              f"{dist}. Uninstall one of them or rename the plugin.")
+        self._specs[spec.kind][spec.name] = spec
 
     def get(self, kind: Kind, name: str) -> PluginSpec:
         try:
@@ -119,6 +139,14 @@ class Registry:
 
     def commands(self) -> list[Command]:
         return [self._commands[name] for name in sorted(self._commands)]
+
+
+def _kind_of(cls: type) -> Kind:
+    for base, kind in _KINDS:
+        if issubclass(cls, base):
+            return kind
+    raise PluginError(f"{cls.__module__}.{cls.__qualname__} names itself a plugin but derives from none of Attack, "
+                      "Defense, ModelSource, DataSource (harness.api); derive from the one it is")
 
 
 def suggest(name: str, candidates: list[str]) -> str:

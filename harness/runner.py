@@ -20,8 +20,14 @@ from torch import nn
 from tqdm import tqdm
 
 from harness.batch import Batch, BatchContext
-from harness.checks import (ModelState, check_attack_output, check_inputs_untouched, check_model_fits, check_queries,
-                            plugin_call)
+from harness.checks import (
+    ModelState,
+    check_attack_output,
+    check_inputs_untouched,
+    check_model_fits,
+    check_queries,
+    plugin_call,
+)
 from harness.config import GridConfig
 from harness.counting import PassCounter
 from harness.defended import Defended, DrawRunner, predict_defended

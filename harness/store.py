@@ -25,10 +25,22 @@ import pandas as pd
 import sqlite_utils
 
 from harness.chatter import MAX_KEPT
-from harness.errors import StoreError
 from harness.cost import Passes
-from harness.records import (APPLICATION_ID, SCHEMA_VERSION, TABLES, UPGRADES_FROM, ClaimRecord, RunRecord,
-                             ShardRecord, UnitRecord, as_row, columns, from_row, required_columns)
+from harness.errors import StoreError
+from harness.records import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    TABLES,
+    UPGRADES_FROM,
+    ClaimRecord,
+    RunRecord,
+    ShardRecord,
+    UnitRecord,
+    as_row,
+    columns,
+    from_row,
+    required_columns,
+)
 
 BUSY_TIMEOUT_S = 120   # how long a writer waits for another process's transaction before giving up
 STALE_CLAIM_S = 120    # a claim whose heartbeat is older than this is taken over (its process is gone)

@@ -11,8 +11,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.aggregate import (WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, per_example, test_time_defenses,
-                               worst_columns)
+from harness.aggregate import (
+    WORST_ADAPTIVE,
+    WORST_TRANSFER,
+    adaptive_attacks,
+    per_example,
+    test_time_defenses,
+    worst_columns,
+)
 from harness.interfaces import Role
 from harness.pairing import PairedRow, compare
 from harness.records import RunRecord

@@ -16,14 +16,19 @@ from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, 
 from harness.analytics import flip_counts, reference_defense
 from harness.cost import Passes, ratio
 from harness.interfaces import Role
-from harness.pairing import PairedRow
 from harness.notices import Notice
+from harness.pairing import PairedRow
 from harness.presets import HONEST, PRESETS
 from harness.records import RunRecord
-from harness.store import Store
 from harness.stats import wilson
-from harness_reports.comparisons import (Convergence, adaptive_gains, convergence, defense_pairs,
-                                         transfer_against_adaptive)
+from harness.store import Store
+from harness_reports.comparisons import (
+    Convergence,
+    adaptive_gains,
+    convergence,
+    defense_pairs,
+    transfer_against_adaptive,
+)
 from harness_reports.naming import COLUMN_NAMES, display_names, with_role
 from harness_reports.reproduction import Reproduction, reproduction
 from harness_reports.warnings import automatic_checks

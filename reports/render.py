@@ -15,10 +15,10 @@ from typing import Iterable
 
 import jinja2
 
-from harness_reports.content import Cell, ReportContent, build_content, empty_content
-from harness_reports.figures import radius_text, render_figures
 from harness.errors import HarnessError
 from harness.store import Store
+from harness_reports.content import Cell, ReportContent, build_content, empty_content
+from harness_reports.figures import radius_text, render_figures
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("html", "latex", "markdown")

@@ -9,6 +9,7 @@ import torch
 from conftest import digits_grid, harness_cli
 from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, per_example, worst_columns
 from harness.defended import Defended
+from harness.pairing import PairedRow
 from harness.specs import Kind
 from harness.stats import paired
 from harness.store import Store
@@ -17,7 +18,6 @@ from harness_plugins.attacks.adaptive import Adaptive
 from harness_plugins.attacks.hedge_attacks import HedgeAware
 from harness_plugins.attacks.suite import BPDAPGD, AdaptiveSuite
 from harness_plugins.defenses.hedge import Hedge
-from harness.pairing import PairedRow
 from harness_reports.comparisons import Convergence, gain_verdict
 from harness_reports.content import build_content
 from harness_reports.warnings import unconverged

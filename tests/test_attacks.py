@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from attack_table import ATTACKS, EPS
+
 from harness.checks import check_attack_output
 from harness.threat import Norm, ThreatModel
 from harness_plugins.attacks.autoattack_bridge import Square

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from attack_table import ATTACKS, EPS
+
 from conftest import DIGITS_ROBUST, digits_grid
 from harness.checks import check_attack_output
 from harness.threat import Norm, ThreatModel

@@ -165,8 +165,8 @@ def test_trainer_resumes_an_interrupted_run(tmp_path, monkeypatch):
 
 
 def test_every_training_method_runs_an_epoch(tmp_path):
-    from harness_plugins.models.train import TrainConfig, train
     from harness_plugins.datasets.digits import Digits, digits_arrays
+    from harness_plugins.models.train import TrainConfig, train
 
     x, y = digits_arrays("train")
     test = Digits().load(100)

@@ -108,6 +108,73 @@ def test_the_example_median_filter_removes_a_lone_spike_and_refuses_an_even_wind
         MedianFilter(size=4).check()
 
 
+def test_a_class_statement_registers_a_plugin_whose_kind_is_its_base(tmp_path, monkeypatch):
+    """One line of registration, found through the module's entry point; a subclass without a name is not a plugin."""
+    (tmp_path / "one_line_plugins.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from harness.api import Attack, Defense, Passes, param\n"
+        "@dataclass(frozen=True)\n"
+        "class Nudge(Attack, name='nudge'):\n"
+        "    \"\"\"Moves every pixel by eps.\"\"\"\n"
+        "    scale: float = param(1.0, 'how far, in eps')\n"
+        "    def __call__(self, model, x, y, threat, *, generator):\n"
+        "        return threat.project(x + self.scale * threat.eps, x)\n"
+        "    def passes(self, threat):\n"
+        "        return Passes(0, 0)\n"
+        "@dataclass(frozen=True)\n"
+        "class NudgeTwice(Nudge):\n"
+        "    scale: float = param(2.0, 'how far, in eps')\n"
+        "@dataclass(frozen=True)\n"
+        "class Flip(Defense, name='flip'):\n"
+        "    \"\"\"Mirrors the image.\"\"\"\n"
+        "    def purify(self, model, x, *, generator, differentiable=False):\n"
+        "        return x.flip(-1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import one_line_plugins
+
+    registry = Registry(extra_modules=(one_line_plugins,))
+    assert registry.get(Kind.ATTACK, "nudge").factory is one_line_plugins.Nudge
+    assert registry.get(Kind.ATTACK, "nudge").param("scale").default == 1.0
+    assert registry.get(Kind.DEFENSE, "flip").factory is one_line_plugins.Flip
+    assert "flip" not in registry.names(Kind.ATTACK) and one_line_plugins.NudgeTwice not in {
+        spec.factory for spec in registry.all()}
+    assert registry.get(Kind.ATTACK, "pgd").distribution.startswith("robustness-harness")   # the built-ins, alike
+
+
+def test_a_plugin_name_that_a_grid_cannot_write_is_refused_where_the_class_is_defined():
+    from harness.api import Attack
+
+    with pytest.raises(PluginError, match=r"a plugin's name is one word .* got 'mi fgsm'"):
+        type("Spaced", (Attack,), {}, name="mi fgsm")
+
+
+def test_the_hooks_that_returned_specs_still_work_and_say_they_are_deprecated():
+    from harness_plugins.attacks.pgd import PGD
+
+    module = types.ModuleType("old_style")
+
+    @dataclass(frozen=True)
+    class OldPGD(PGD):
+        """PGD, registered the old way."""
+
+    @hookimpl
+    def harness_attacks() -> list[PluginSpec]:
+        return [spec_from_dataclass(OldPGD, name="old-pgd", kind=Kind.ATTACK)]
+
+    module.harness_attacks = harness_attacks
+    with pytest.warns(DeprecationWarning, match=r"harness_attacks\(\) is deprecated.*name=\"my-attack\""):
+        registry = Registry(extra_modules=(module,))
+    assert registry.get(Kind.ATTACK, "old-pgd").factory is OldPGD
+
+
+def test_the_example_package_and_the_readme_import_only_the_public_api():
+    sources = [p.read_text() for p in (REPO / "examples").rglob("*.py") if "build" not in p.parts]
+    readme = (REPO / "README.md").read_text().split("### Writing a plugin", 1)[1].split("\n## ", 1)[0]
+    imported = set(re.findall(r"^from (harness[\w.]*) import", "\n".join(sources + [readme]), re.M))
+    assert imported == {"harness.api"}
+    assert (REPO / "harness" / "py.typed").exists()
+
+
 def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_path):
     # a second installed distribution that also claims the attack name "pgd"
     dist = tmp_path / "dupe_attack-0.3.dist-info"

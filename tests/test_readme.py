@@ -53,6 +53,7 @@ def test_the_readme_marks_its_runnable_blocks():
     assert any("--grid configs/table5.toml" in c for block in runnable_blocks("slow") for c in block)
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("block", range(len(runnable_blocks(None))))
 def test_each_runnable_readme_block_runs_as_written(tmp_path, block):
     work = checkout_after_the_main_job(tmp_path)
@@ -62,6 +63,7 @@ def test_each_runnable_readme_block_runs_as_written(tmp_path, block):
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 @pytest.mark.parametrize("block", range(len(runnable_blocks("slow"))))
 def test_each_slow_runnable_readme_block_runs_as_written(tmp_path, block):
     work = checkout_after_the_main_job(tmp_path)

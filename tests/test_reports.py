@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 
 from conftest import report_tool
-from harness.cli import main
-from harness.store import Store
 from harness.aggregate import cells
-from harness_reports.content import build_content
-from harness_reports.warnings import black_box_beats_white_box, zero_gradients
-from harness_reports.render import latex_escape, write_report
-from harness_reports.naming import display_names
+from harness.cli import main
 from harness.stats import Paired, mcnemar_exact, newcombe_paired, wilson
+from harness.store import Store
+from harness_reports.content import build_content
+from harness_reports.naming import display_names
+from harness_reports.render import latex_escape, write_report
+from harness_reports.warnings import black_box_beats_white_box, zero_gradients
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -189,8 +189,8 @@ def test_html_report_renders_in_headless_chromium_without_console_errors(report,
     assert 'id="main-table"' in dom.stdout and "<th>Nat-Acc.</th>" in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run(common + ["--window-size=1300,900", f"--screenshot={shot}", url], capture_output=True, timeout=120)
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     table_band = pixels[150:450]  # where the main table sits, below the title

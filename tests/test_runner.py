@@ -24,8 +24,8 @@ from conftest import REPO, digits_grid, harness_cli
 from harness.config import identity_hash, load_grid
 from harness.errors import AttackOutputError, PluginCrash, PluginError
 from harness.hookspecs import hookimpl
-from harness.notices import Notice
 from harness.interfaces import Attack, AttackOutput, Defense
+from harness.notices import Notice
 from harness.plan import plan
 from harness.registry import Registry
 from harness.runner import run_grid

@@ -30,7 +30,7 @@ def double_in_turn(plugin: Attack, factor: int, axes: tuple[str, ...]) -> Attack
 
 
 @dataclass(frozen=True)
-class Adaptive(Attack):
+class Adaptive(Attack, name="adaptive"):
     r"""APGD through model + defense: BPDA (or the full gradient) and EOT; the targeted DLR loss or cross-entropy.
 
     Paper: Croce et al., "Evaluating the Adversarial Robustness of Adaptive Test-time Defenses",

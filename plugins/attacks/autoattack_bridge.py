@@ -34,7 +34,7 @@ def check_targets(attack: Attack, n_target_classes: int, num_classes: int) -> No
 
 
 @dataclass(frozen=True)
-class APGD(Attack):
+class APGD(Attack, name="apgd-ce"):
     r"""APGD: step-size-free PGD with momentum and restarts (untargeted; loss "ce" or "dlr").
 
     Paper: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
@@ -84,7 +84,7 @@ class APGD(Attack):
 
 
 @dataclass(frozen=True)
-class APGDTargeted(Attack):
+class APGDTargeted(Attack, name="apgd-t"):
     r"""APGD-T: APGD on the targeted DLR loss, once per target class (the 2nd … (k+1)-th most likely).
 
     Paper: Croce & Hein, ICML 2020. Norm: L∞ and L2. Library: pyautoattack's ``APGDAttack_targeted``.
@@ -135,7 +135,7 @@ class APGDTargeted(Attack):
 
 
 @dataclass(frozen=True)
-class FABTargeted(Attack):
+class FABTargeted(Attack, name="fab-t"):
     r"""FAB-T: targeted minimum-norm FAB attack; an example counts only within ε.
 
     Paper: Croce & Hein, "Minimally distorted Adversarial Examples with a Fast Adaptive Boundary
@@ -180,7 +180,7 @@ class FABTargeted(Attack):
 
 
 @dataclass(frozen=True)
-class Square(Attack):
+class Square(Attack, name="square"):
     r"""Square Attack: score-based random search with square-shaped updates; queries counted per example.
 
     Paper: Andriushchenko et al., "Square Attack: a query-efficient black-box adversarial attack via
@@ -244,7 +244,7 @@ class Square(Attack):
 
 
 @dataclass(frozen=True)
-class AutoAttackEnsemble(Attack):
+class AutoAttackEnsemble(Attack, name="autoattack"):
     r"""AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on the examples the previous left.
 
     Paper: Croce & Hein, ICML 2020. Norm: L∞ and L2. Library: pyautoattack's ``AutoAttack``.

@@ -13,7 +13,7 @@ from harness.threat import ThreatModel
 
 
 @dataclass(frozen=True)
-class Clean(Attack):
+class Clean(Attack, name="clean"):
     """No attack: returns the input unchanged (the Nat-Acc. column)."""
 
     display_name: ClassVar[str] = "Nat-Acc."

@@ -28,7 +28,7 @@ def _step(distance: Tensor, grad: Tensor, norm: Norm) -> Tensor:
 
 
 @dataclass(frozen=True)
-class DeepFool(Attack):
+class DeepFool(Attack, name="deepfool"):
     r"""DeepFool: iterate to the nearest linearised decision boundary, then overshoot.
 
     Paper: Moosavi-Dezfooli et al., "DeepFool: a simple and accurate method to fool deep neural

@@ -28,7 +28,7 @@ def ce_gradient(model: nn.Module, point: Tensor, y: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class ReverseHedge(Attack):
+class ReverseHedge(Attack, name="reverse-hedge"):
     r"""Reverse Hedge: sign-gradient *descent* on Σ_c CE(f(x), c), pulling f(x) towards uniform. No labels.
 
     Paper: Wu et al., "Attacking Adversarial Attacks as A Defense" (Algorithm 5). Norm: L∞ and L2.
@@ -67,7 +67,7 @@ class ReverseHedge(Attack):
 
 
 @dataclass(frozen=True)
-class HedgeAware(Attack):
+class HedgeAware(Attack, name="hedge-aware"):
     r"""Hedge-aware PGD (the paper's Algorithm 6): each attack step looks through a fresh run of Hedge.
 
     From x'_0 = x + ε·U(−1,1), for t = 1 … T: x'' = Hedge_K(x'_{t−1}) (K steps of size η in B(x', ε_d),
@@ -131,7 +131,7 @@ class HedgeAware(Attack):
 
 
 @dataclass(frozen=True)
-class DAAWhite(Attack):
+class DAAWhite(Attack, name="daa-white"):
     r"""Defense-aware white-box attack of the released code: sign-gradients accumulated at hedged points.
 
     For each of ``steps`` outer steps, ``inner`` Hedge steps (radius ``noise_radius`` around the current
@@ -184,7 +184,7 @@ class _OneStepHedge(nn.Module):
 
 
 @dataclass(frozen=True)
-class DAABlack(Attack):
+class DAABlack(Attack, name="daa-black"):
     r"""Defense-aware black-box attack of the released code: Square against the model behind a one-step Hedge.
 
     Library: pyautoattack's Square (queries counted per example). Norm: L∞ and L2.

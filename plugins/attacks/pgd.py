@@ -27,7 +27,7 @@ def default_step(threat: ThreatModel, step_size: float | None, linf: float = PAP
 
 
 @dataclass(frozen=True)
-class PGD(Attack):
+class PGD(Attack, name="pgd"):
     r"""PGD on the cross-entropy loss, with a random start.
 
     Paper: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
@@ -112,7 +112,7 @@ class PGD(Attack):
 
 
 @dataclass(frozen=True)
-class CW(PGD):
+class CW(PGD, name="cw"):
     r"""CW-L∞: PGD on the margin loss max_{i≠y} z_i − z_y (not the L2 C&W optimisation).
 
     Paper: Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", S&P 2017,

@@ -15,7 +15,7 @@ from harness.threat import Norm, ThreatModel
 
 
 @dataclass(frozen=True)
-class RayS(Attack):
+class RayS(Attack, name="rays"):
     r"""RayS: search over sign directions (rays) for the nearest L∞ decision boundary, labels only.
 
     Paper: Chen & Gu, "RayS: A Ray Searching Method for Hard-label Adversarial Attack", KDD 2020.

@@ -16,7 +16,7 @@ from harness_plugins.attacks.hedge_attacks import HedgeAware, ce_gradient
 
 
 @dataclass(frozen=True)
-class BPDAPGD(Attack):
+class BPDAPGD(Attack, name="bpda-pgd"):
     r"""PGD on the cross-entropy through a defense: BPDA gradients, averaged over EOT draws of the defense.
 
     Paper: Athalye et al., "Obfuscated Gradients Give a False Sense of Security", ICML 2018 (BPDA, EOT),
@@ -83,7 +83,7 @@ class BPDAPGD(Attack):
 
 
 @dataclass(frozen=True)
-class AdaptiveSuite(AttackSuite):
+class AdaptiveSuite(AttackSuite, name="adaptive-suite"):
     r"""Every adaptive attack on a test-time defense in one grid line; the worst case takes them all.
 
     Members, each a grid attack of its own (``<label>: <member>``), each through every defense of the grid:

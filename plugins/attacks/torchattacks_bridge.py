@@ -15,7 +15,6 @@ from harness.specs import param
 from harness.threat import ThreatModel
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
-
 # torchattacks classes that use only the model's outputs (scores or labels), never its gradients
 _BLACK_BOX = frozenset({"Square", "Pixle", "OnePixel", "SPSA", "GN"})
 
@@ -35,7 +34,7 @@ def _is_kind(value: object, kind: type) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TorchAttacks(Attack):
+class TorchAttacks(Attack, name="torchattacks"):
     r"""A bridge to torchattacks: ``{plugin = "torchattacks", name = "MIFGSM", steps = 10}``.
 
     Library: torchattacks (Kim, 2020). Norm: whatever the named class implements; the grid's ε is

@@ -7,8 +7,8 @@ import io
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -61,7 +61,7 @@ DEFAULT_ROOTS = (Path("../shared/data/cifar10-jpeg"), Path(__file__).resolve().p
 
 
 @dataclass(frozen=True)
-class Cifar10Jpeg(DataSource):
+class Cifar10Jpeg(DataSource, name="cifar10-jpeg"):
     """CIFAR-10 (JPEG): a JPEG re-encoding of the CIFAR-10 images; not the original pixels."""
 
     caveat: ClassVar[str | None] = (

@@ -88,12 +88,12 @@ class CifarPickle(DataSource):
 
 
 @dataclass(frozen=True)
-class Cifar10(CifarPickle):
+class Cifar10(CifarPickle, name="cifar10"):
     """CIFAR-10 test set from torchvision's cifar-10-batches-py (download when online)."""
 
 
 @dataclass(frozen=True)
-class Cifar100(CifarPickle):
+class Cifar100(CifarPickle, name="cifar100"):
     """CIFAR-100 test set from torchvision's cifar-100-python (fine labels; download when online)."""
 
     name = "cifar100"

@@ -25,7 +25,7 @@ def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Digits(DataSource):
+class Digits(DataSource, name="digits"):
     """scikit-learn's 8×8 digits (1,797 images, no download); fixed split, the last 497 are the test set."""
 
     def load(self, n: int) -> LabelledData:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import struct
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class IdxDataset(DataSource):
 
 
 @dataclass(frozen=True)
-class FashionMNIST(IdxDataset):
+class FashionMNIST(IdxDataset, name="fashion-mnist"):
     """Fashion-MNIST (IDX files; by default Debian's dataset-fashion-mnist in /usr/share/datasets)."""
 
     name = "fashion-mnist"
@@ -106,7 +106,7 @@ class FashionMNIST(IdxDataset):
 
 
 @dataclass(frozen=True)
-class MNIST(IdxDataset):
+class MNIST(IdxDataset, name="mnist"):
     """MNIST (IDX files in root; torchvision download when online)."""
 
     default_root = "~/.cache/robustness-harness/mnist"

@@ -41,7 +41,7 @@ def load_image(path: Path) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ImageNet(DataSource):
+class ImageNet(DataSource, name="imagenet"):
     """ImageNet validation set (ImageFolder: <root>/<wnid>/<file>.JPEG); RobustBench's 5,000-image subset order."""
 
     root: str = param(help="the validation folder, one sub-folder per class wnid")

@@ -13,9 +13,8 @@ from harness.specs import param
 from harness.threat import Norm, ThreatModel
 
 
-
 @dataclass(frozen=True)
-class NoDefense(Defense):
+class NoDefense(Defense, name="none"):
     """No defense: the model predicts on the input as given."""
 
     display_name: ClassVar[str] = "−"
@@ -27,7 +26,7 @@ class NoDefense(Defense):
 
 
 @dataclass(frozen=True)
-class RandomNoise(Defense):
+class RandomNoise(Defense, name="random"):
     """Uniform noise U(−ε_d, ε_d) added to the input, then clipped to [0,1].
 
     Presets: ``paper`` takes the released code's noise, ε_d = 0.031 and not clipped to [0,1]."""

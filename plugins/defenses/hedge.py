@@ -21,7 +21,7 @@ RELEASED_EPS_D = 0.031
 
 
 @dataclass(frozen=True)
-class Hedge(Defense):
+class Hedge(Defense, name="hedge"):
     r"""Hedge Defense: sign-gradient *ascent* on Σ_c CE(f(x), c) inside the L∞ ball B(x', ε_d).
 
     Paper: Wu et al., "Attacking Adversarial Attacks as A Defense", arXiv:2106.04938 (Algorithm 1).
@@ -116,7 +116,7 @@ class Hedge(Defense):
 
 
 @dataclass(frozen=True)
-class HedgeRandomClass(Hedge):
+class HedgeRandomClass(Hedge, name="hedge-random-class"):
     r"""Hedge with one random class per step (the paper's Algorithm 4).
 
     Each step ascends CE(f(x), c) for a class c drawn uniformly at random for each example,

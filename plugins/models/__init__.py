@@ -1,21 +1,10 @@
-"""Built-in model plugins."""
+"""Built-in model plugins: each class registers itself (`class Checkpoint(ModelSource, name="checkpoint")`), found
+through this package's entry point exactly as a third party's are; and the ``harness train`` command."""
 
 from __future__ import annotations
 
 from harness.hookspecs import hookimpl
-from harness.specs import Command, Kind, PluginSpec, spec_from_dataclass
-
-
-@hookimpl
-def harness_models() -> list[PluginSpec]:
-    from harness_plugins.models.checkpoint import Checkpoint
-    from harness_plugins.models.zoo import AutoAttackExample, RobustBenchModel
-
-    return [
-        spec_from_dataclass(Checkpoint, name="checkpoint", kind=Kind.MODEL),
-        spec_from_dataclass(RobustBenchModel, name="robustbench", kind=Kind.MODEL),
-        spec_from_dataclass(AutoAttackExample, name="autoattack-example", kind=Kind.MODEL),
-    ]
+from harness.specs import Command
 
 
 @hookimpl

@@ -103,7 +103,7 @@ def _robustbench_arch(arch: str) -> tuple[nn.Module, str]:
 
 
 @dataclass(frozen=True)
-class Checkpoint(ModelSource):
+class Checkpoint(ModelSource, name="checkpoint"):
     """A weights file loaded into a RobustBench zoo architecture or one of the project's own."""
 
     arch: str = param(help="'robustbench:cifar10:Linf:Wong2020Fast', or one of the project's archs (small-cnn)")

@@ -40,7 +40,7 @@ NORMALISATION_BUFFERS = ("mu", "sigma", "mean", "std")
 
 
 @dataclass(frozen=True, kw_only=True)
-class RobustBenchModel(ModelSource):
+class RobustBenchModel(ModelSource, name="robustbench"):
     """A RobustBench zoo model by ID: its architecture, and its weights from a local model_dir.
 
     The weights are read with ``torch.load(weights_only=True)`` into the architecture RobustBench's
@@ -118,7 +118,7 @@ def fit_prefixes(state: dict[str, torch.Tensor], module: torch.nn.Module) -> dic
 
 
 @dataclass(frozen=True)
-class AutoAttackExample(ModelSource):
+class AutoAttackExample(ModelSource, name="autoattack-example"):
     """The standard (not robust) CIFAR-10 ResNet-18 inside the pyautoattack wheel (examples/model_test.pt)."""
 
     def weights(self) -> Path:

@@ -1,5 +1,6 @@
-"""An attack and a defense as a third party ships them: frozen dataclasses of hyper-parameters and one hook
-per kind, found through the package's entry point exactly as the built-ins are."""
+"""An attack and a defense as a third party ships them: frozen dataclasses of hyper-parameters, each naming
+itself in its class statement, found through the package's entry point exactly as the built-ins are. Everything
+comes from harness.api, the one module a plugin imports."""
 
 from __future__ import annotations
 
@@ -10,15 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import PluginError
-from harness.hookspecs import hookimpl
-from harness.interfaces import Attack, Defense, Passes
-from harness.specs import Kind, PluginSpec, param, spec_from_dataclass
-from harness.threat import ThreatModel
+from harness.api import Attack, Defense, Passes, PluginError, ThreatModel, param
 
 
 @dataclass(frozen=True)
-class FGSM(Attack):
+class FGSM(Attack, name="fgsm-example"):
     """FGSM: one signed-gradient step of size eps·scale on the cross-entropy (Goodfellow et al., 2015)."""
 
     display_name: ClassVar[str] = "FGSM"   # how tables name it; role and access: an ordinary white-box attack
@@ -36,7 +33,7 @@ class FGSM(Attack):
 
 
 @dataclass(frozen=True)
-class MedianFilter(Defense):
+class MedianFilter(Defense, name="median-example"):
     """Median filtering (Xu et al., NDSS 2018, "feature squeezing"): each pixel of each channel becomes the median
     of the size × size window around it, the border reflected. Deterministic, so no vote; differentiable almost
     everywhere (the median's gradient goes to the pixel it selects), so adaptive attacks can run through it."""
@@ -58,13 +55,3 @@ class MedianFilter(Defense):
         windows = padded.unfold(2, self.size, 1).unfold(3, self.size, 1)   # (N, C, H, W, size, size)
         filtered = windows.reshape(*x.shape, -1).median(dim=-1).values
         return filtered if differentiable else filtered.detach()
-
-
-@hookimpl
-def harness_attacks() -> list[PluginSpec]:
-    return [spec_from_dataclass(FGSM, name="fgsm-example", kind=Kind.ATTACK)]
-
-
-@hookimpl
-def harness_defenses() -> list[PluginSpec]:
-    return [spec_from_dataclass(MedianFilter, name="median-example", kind=Kind.DEFENSE)]
