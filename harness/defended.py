@@ -201,7 +201,63 @@ class Defended(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient == "full":
-            return self.defense.logits(self.model, x, generator=self.generator, differentiable=True)
+            return self._through_defense(x)
         points = self.runner.points(self.model, self.defense, x.detach(), self.generator)
         # the value at each defended point, identity backward (most defenses predict from one point)
         return sum(self.model(x + (points[:, p] - x).detach()) for p in range(points.shape[1]))
+
+    def _through_defense(self, x: Tensor) -> Tensor:
+        """The logits through the unrolled defense, differentiable in x. The whole batch at once (one graph) while
+        it fits; once the runner has a chunk (set by hand, or halved on running out of memory), rows are taken a
+        chunk at a time and recomputed in the backward pass, so that one chunk's graph is held at a time."""
+        if self.runner.chunk is None or not torch.is_grad_enabled():
+            state = self.generator.get_state()
+            try:
+                return self.defense.logits(self.model, x, generator=self.generator, differentiable=True)
+            except torch.OutOfMemoryError:   # the draw is made again, in chunks, from where this one started
+                self.generator.set_state(state)
+                self.runner.chunk = self.runner.smallest_chunk = max(len(x) // 2, 1)
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return _ChunkedThroughDefense.apply(x, self)
+
+
+class _ChunkedThroughDefense(torch.autograd.Function):
+    """Defended.forward with gradient = "full", a chunk of rows at a time (activation checkpointing by rows).
+
+    Each chunk runs the defense on the whole batch from the same generator state (``DrawRunner.rows``), so a row
+    sees the same random numbers, and gets the same logits and input gradient, whatever the chunk size. The
+    backward pass replays the draw from the state the forward pass started from, then puts the generator back
+    where the forward pass left it, so the attack's later draws are untouched."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, defended: Defended) -> Tensor:  # type: ignore[override]
+        generator = defended.generator
+        ctx.defended, ctx.before = defended, generator.get_state()
+
+        def logits(view: nn.Module, g: torch.Generator) -> Tensor:
+            with torch.enable_grad():
+                return defended.defense.logits(view, x.detach(), generator=g, differentiable=True).detach()
+
+        out = defended.runner.rows(defended.model, logits, x, torch.arange(len(x), device=x.device), generator)
+        ctx.after = generator.get_state()
+        ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (x,), defended = ctx.saved_tensors, ctx.defended
+        generator = defended.generator
+
+        def input_gradient(view: nn.Module, g: torch.Generator) -> Tensor:
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_(True)
+                logits = defended.defense.logits(view, leaf, generator=g, differentiable=True)
+                (grad,) = torch.autograd.grad((logits * grad_out.to(logits.dtype)).sum(), leaf)
+            return grad
+
+        generator.set_state(ctx.before)
+        grad = defended.runner.rows(defended.model, input_gradient, x, torch.arange(len(x), device=x.device), generator)
+        generator.set_state(ctx.after)
+        return grad, None
+

@@ -142,6 +142,42 @@ def test_running_out_of_memory_halves_the_chunk_and_gives_the_same_prediction(ne
     assert torch.equal(got.pred, expected.pred) and torch.equal(got.draws, expected.draws)
 
 
+def _full_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runner: DrawRunner, defense: Defense = HEDGE):
+    """Logits and the input gradient of the summed cross-entropy, through the unrolled defense, and where the
+    defended model's generator ends."""
+    generator = gen(8)
+    leaf = x.clone().requires_grad_(True)
+    logits = Defended(model, defense, generator, gradient="full", runner=runner)(leaf)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(logits, y, reduction="sum"), leaf)
+    return logits.detach(), grad, torch.rand(3, generator=generator)
+
+
+@pytest.mark.parametrize("defense", [HEDGE, Hedge(eps_d=0.1, steps=3, step_size=0.05, predict="released"),
+                                     RandomNoise(eps_d=0.1)], ids=["hedge", "hedge-released", "noise"])
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_the_full_gradient_in_chunks_is_the_gradient_of_one_pass(chunk, defense, near_the_boundary, digits_robust):
+    """Rows a chunk at a time, recomputed in the backward pass: the same logits, the same input gradient (Hedge
+    unrolled, random start included) and the same random stream afterwards as the whole batch in one graph."""
+    x, y = near_the_boundary
+    x, y = x[:20], y[:20]
+    whole = _full_gradient(digits_robust, x, y, DrawRunner())
+    chunked = _full_gradient(digits_robust, x, y, DrawRunner(chunk))
+    assert torch.allclose(whole[0], chunked[0], atol=1e-5)
+    assert torch.allclose(whole[1], chunked[1], atol=1e-6) and whole[1].abs().sum() > 0
+    assert torch.equal(whole[2], chunked[2])
+
+
+def test_the_full_gradient_out_of_memory_is_taken_in_chunks_with_the_same_result(near_the_boundary, digits_robust):
+    x, y = near_the_boundary
+    x, y = x[:40], y[:40]
+    expected = _full_gradient(digits_robust, x, y, DrawRunner())
+    tight, runner = RunsOutOfMemory(digits_robust, limit=8), DrawRunner()
+    got = _full_gradient(tight, x, y, runner)
+    assert tight.refused > 0 and runner.smallest_chunk is not None and runner.smallest_chunk <= 8
+    assert torch.allclose(got[0], expected[0], atol=1e-5) and torch.allclose(got[1], expected[1], atol=1e-6)
+    assert torch.equal(got[2], expected[2])
+
+
 def test_a_unit_records_the_passes_it_made_and_its_floor(tmp_path, registry):
     """PGD-K against the bare model, scored without a defense: K forward and backward passes per example, plus
     the prediction; counted where they happen and recorded with the unit beside its floor."""
