@@ -6,7 +6,7 @@ against the unit's floor: the passes its attack's loop cannot avoid plus the dra
 Counting passes does not depend on the machine (a few images tell), so every grid runs on its own
 ``n_examples`` (``--n-examples`` overrides it) into a temporary database. Prints, per unit: the passes
 made and the floor, per example, forward/backward, and their ratio; the targets are ≤ 1.2 for a transfer
-unit (an attack on the bare model) and ≤ 1.5 for an adaptive one. Writes benchmarks/results/passes.json.
+unit (an attack on the bare model) and ≤ 1.5 for an adaptive one. Writes benchmarks/results/passes.json (keeping the rows of grids not run this time).
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def main() -> None:
     print(f"{len(rows) - len(above)} of {len(rows)} units within their target")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "passes.json"
-    path.write_text(json.dumps(rows, indent=1) + "\n")
+    ran = {r["grid"] for r in rows}   # the rows of grids not run this time are kept
+    kept = [r for r in json.loads(path.read_text())] if path.exists() else []
+    path.write_text(json.dumps([r for r in kept if r["grid"] not in ran] + rows, indent=1) + "\n")
     print(f"wrote {path}")
     sys.exit(1 if above else 0)
 

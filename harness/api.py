@@ -17,7 +17,8 @@ internal and may change between releases; what is here changes only with a depre
 
 from __future__ import annotations
 
-from harness.cost import Passes
+from harness.compat import import_robustbench
+from harness.cost import Passes, through_defense
 from harness.errors import DataError, HarnessError, PluginError
 from harness.hookspecs import hookimpl
 from harness.interfaces import (
@@ -34,21 +35,24 @@ from harness.interfaces import (
                                 Role,
 )
 from harness.losses import cross_entropy, cw_margin, kl_uniform, released_cw, sum_ce
+from harness.registry import Registry, suggest
 from harness.seeding import generator_for
 from harness.sign_gradient import ascend
-from harness.specs import Command, param
+from harness.specs import Command, Kind, param
 from harness.threat import Norm, ThreatModel, distance
 
 __all__ = [
     # the plugin bases, and what they declare and return
     "Attack", "AttackSuite", "Defense", "ModelSource", "DataSource", "Role", "Access", "AttackOutput",
-    "DefendedModel", "LoadedModel", "LabelledData", "Passes", "param",
+    "DefendedModel", "LoadedModel", "LabelledData", "Passes", "through_defense", "param",
     # the threat model
     "ThreatModel", "Norm", "distance",
     # the losses, the one steepest-ascent loop, a per-batch generator
     "cross_entropy", "cw_margin", "released_cw", "sum_ce", "kl_uniform", "ascend", "generator_for",
     # errors a plugin raises: what is wrong and how to fix it, in one line
     "HarnessError", "PluginError", "DataError",
-    # sub-commands a package adds (``harness train`` is one): the hook and what it returns
-    "hookimpl", "Command",
+    # sub-commands a package adds (``harness train`` is one): the hook, what it returns, and the registry it gets
+    "hookimpl", "Command", "Registry", "Kind",
+    # helpers: "did you mean" for a misspelt name; robustbench with pyautoattack under the name it imports
+    "suggest", "import_robustbench",
 ]

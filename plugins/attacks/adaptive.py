@@ -10,9 +10,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, DefendedModel, Defense, Passes, through_defense
-from harness.specs import param
-from harness.threat import ThreatModel
+from harness.api import Attack, DefendedModel, Defense, Passes, ThreatModel, param, through_defense
 from harness_plugins.attacks.autoattack_bridge import APGDTargeted, check_targets
 from harness_plugins.attacks.library_loops import apgd_loop
 from harness_plugins.attacks.seeded import isolated_rng, seed_from

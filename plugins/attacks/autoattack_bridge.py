@@ -14,10 +14,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from harness.errors import PluginError
-from harness.interfaces import Access, Attack, AttackOutput, Passes
-from harness.specs import param
-from harness.threat import ThreatModel
+from harness.api import Access, Attack, AttackOutput, Passes, PluginError, ThreatModel, param
 from harness_plugins.attacks.library_loops import KeepUnbroken, Unbroken, apgd_loop, fab_loop
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
 

@@ -8,8 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Access, Attack, Passes, Role
-from harness.threat import ThreatModel
+from harness.api import Access, Attack, Passes, Role, ThreatModel
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, Passes
-from harness.specs import param
-from harness.threat import Norm, ThreatModel
+from harness.api import Attack, Norm, Passes, ThreatModel, param
 
 
 def _dual_norm(grad: Tensor, norm: Norm) -> Tensor:

@@ -9,11 +9,19 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Access, Attack, DefendedModel, Defense, Passes
-from harness.losses import cross_entropy, sum_ce
-from harness.sign_gradient import ascend
-from harness.specs import param
-from harness.threat import Norm, ThreatModel
+from harness.api import (
+    Access,
+    Attack,
+    DefendedModel,
+    Defense,
+    Norm,
+    Passes,
+    ThreatModel,
+    ascend,
+    cross_entropy,
+    param,
+    sum_ce,
+)
 from harness_plugins.attacks.autoattack_bridge import Square
 from harness_plugins.attacks.pgd import default_step
 from harness_plugins.defenses.hedge import Hedge

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from harness.threat import ThreatModel
+from harness.api import ThreatModel
 
 Unbroken = Literal["last", "clean"]
 

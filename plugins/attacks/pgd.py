@@ -8,12 +8,18 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from harness.errors import PluginError
-from harness.interfaces import Attack, Passes
-from harness.losses import cross_entropy, cw_margin, released_cw
-from harness.sign_gradient import ascend
-from harness.specs import param
-from harness.threat import Norm, ThreatModel
+from harness.api import (
+    Attack,
+    Norm,
+    Passes,
+    PluginError,
+    ThreatModel,
+    ascend,
+    cross_entropy,
+    cw_margin,
+    param,
+    released_cw,
+)
 
 PAPER_LINF_STEP = 4 / 255     # the step the paper's text gives
 RELEASED_LINF_STEP = 0.007    # the step its released code used

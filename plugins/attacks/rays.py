@@ -9,9 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Access, Attack, AttackOutput, Passes
-from harness.specs import param
-from harness.threat import Norm, ThreatModel
+from harness.api import Access, Attack, AttackOutput, Norm, Passes, ThreatModel, param
 
 
 @dataclass(frozen=True)

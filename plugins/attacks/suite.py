@@ -8,9 +8,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Attack, AttackSuite, DefendedModel, Defense, Passes
-from harness.specs import param
-from harness.threat import ThreatModel
+from harness.api import Attack, AttackSuite, DefendedModel, Defense, Passes, ThreatModel, param
 from harness_plugins.attacks.adaptive import Adaptive, double_in_turn
 from harness_plugins.attacks.hedge_attacks import HedgeAware, ce_gradient
 

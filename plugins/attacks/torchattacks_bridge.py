@@ -8,11 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from harness.errors import PluginError
-from harness.interfaces import Access, Attack, Passes
-from harness.registry import suggest
-from harness.specs import param
-from harness.threat import ThreatModel
+from harness.api import Access, Attack, Passes, PluginError, ThreatModel, param, suggest
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
 
 # torchattacks classes that use only the model's outputs (scores or labels), never its gradients

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.errors import DataError
-from harness.interfaces import LabelledData
+from harness.api import DataError, LabelledData
 
 
 def first_n(name: str, images: np.ndarray, labels: np.ndarray, n: int, classes: tuple[str, ...], *,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.interfaces import DataSource, LabelledData
+from harness.api import DataSource, LabelledData
 from harness_plugins.datasets.common import first_n
 
 TEST_SIZE = 497  # the last 497 of the 1,797 images are the test split; the first 1,300 train

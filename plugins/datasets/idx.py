@@ -10,9 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from harness.errors import DataError
-from harness.interfaces import DataSource, LabelledData
-from harness.specs import param
+from harness.api import DataError, DataSource, LabelledData, param
 from harness_plugins.datasets.common import first_n, torchvision_download
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

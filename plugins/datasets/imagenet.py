@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import DataError
-from harness.interfaces import DataSource, LabelledData
-from harness.specs import param
+from harness.api import DataError, DataSource, LabelledData, param
 from harness_plugins.datasets.common import first_n
 
 

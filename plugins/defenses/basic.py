@@ -8,9 +8,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from harness.interfaces import Defense, Role
-from harness.specs import param
-from harness.threat import Norm, ThreatModel
+from harness.api import Defense, Norm, Role, ThreatModel, param
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from harness.errors import PluginError
-from harness.interfaces import Defense, Passes
-from harness.losses import kl_uniform, sum_ce
-from harness.sign_gradient import ascend
-from harness.specs import param
-from harness.threat import Norm, ThreatModel
+from harness.api import Defense, Norm, Passes, PluginError, ThreatModel, ascend, kl_uniform, param, sum_ce
 
 RELEASED_STEP = 0.007
 RELEASED_EPS_D = 0.031

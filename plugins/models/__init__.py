@@ -3,8 +3,7 @@ through this package's entry point exactly as a third party's are; and the ``har
 
 from __future__ import annotations
 
-from harness.hookspecs import hookimpl
-from harness.specs import Command
+from harness.api import Command, hookimpl
 
 
 @hookimpl

@@ -45,7 +45,7 @@ def small_cnn(num_classes: int, in_channels: int) -> nn.Module:
 
 def preact_resnet18(num_classes: int, in_channels: int) -> nn.Module:
     """PreActResNet-18 as in RobustBench's Wong2020Fast (CIFAR normalisation inside)."""
-    from harness.compat import import_robustbench
+    from harness.api import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo.architectures.resnet import PreActBlock, PreActResNet

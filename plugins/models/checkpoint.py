@@ -9,10 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.errors import DataError, PluginError
-from harness.interfaces import LoadedModel, ModelSource
-from harness.registry import suggest
-from harness.specs import param
+from harness.api import DataError, LoadedModel, ModelSource, PluginError, param, suggest
 from harness_plugins.models.archs import ARCHS
 
 ROBUSTBENCH_PREFIX = "robustbench:"

@@ -21,13 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from harness.errors import HarnessError
-from harness.losses import cross_entropy
-from harness.registry import Registry
-from harness.seeding import generator_for
-from harness.sign_gradient import ascend
-from harness.specs import Command, Kind
-from harness.threat import Norm, ThreatModel
+from harness.api import Command, HarnessError, Kind, Norm, Registry, ThreatModel, ascend, cross_entropy, generator_for
 from harness_plugins.models.archs import ARCHS
 
 

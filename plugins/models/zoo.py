@@ -9,10 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from harness.errors import DataError, PluginError
-from harness.interfaces import LoadedModel, ModelSource
-from harness.registry import suggest
-from harness.specs import param
+from harness.api import DataError, LoadedModel, ModelSource, PluginError, param, suggest
 from harness_plugins.models.checkpoint import IMAGE_SHAPES, load_into, load_state_dict
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -20,7 +17,7 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 def zoo_entry(dataset: str, threat_model: str, name: str) -> dict[str, Any]:
     """RobustBench's model-zoo entry (architecture factory, download ids) for an ID, or a clear error."""
-    from harness.compat import import_robustbench
+    from harness.api import import_robustbench
 
     import_robustbench()
     from robustbench.model_zoo import model_dicts
@@ -69,7 +66,7 @@ class RobustBenchModel(ModelSource, name="robustbench"):
         zoo_entry(self.dataset, self.threat_model, self.name)
 
     def _download(self, gdrive_id: str, path: Path) -> None:
-        from harness.compat import import_robustbench
+        from harness.api import import_robustbench
 
         import_robustbench()
         from robustbench.utils import download_gdrive_new
