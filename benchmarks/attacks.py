@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import device_name, timed, write  # noqa: E402
-from harness.threat import Norm, ThreatModel  # noqa: E402
+from harness.api.threat import Norm, ThreatModel  # noqa: E402
 from harness_plugins.attacks.autoattack_bridge import APGD  # noqa: E402
 from harness_plugins.attacks.deepfool import DeepFool  # noqa: E402
 from harness_plugins.attacks.pgd import CW, PGD  # noqa: E402

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write  # noqa: E402
-from harness.config import load_grid  # noqa: E402
-from harness.estimate import calibrate_models, estimate  # noqa: E402
-from harness.registry import Registry  # noqa: E402
-from harness.runner import Runner  # noqa: E402
-from harness.store import Store  # noqa: E402
+from harness.api.registry import Registry  # noqa: E402
+from harness.grid.config import load_grid  # noqa: E402
+from harness.run.estimate import calibrate_models, estimate  # noqa: E402
+from harness.run.runner import Runner  # noqa: E402
+from harness.storage.store import Store  # noqa: E402
 
 
 def main() -> None:

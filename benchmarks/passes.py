@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS  # noqa: E402
-from harness.config import Overrides, load_grid  # noqa: E402
-from harness.cost import Passes, ratio  # noqa: E402
-from harness.registry import Registry  # noqa: E402
-from harness.runner import run_grid  # noqa: E402
-from harness.store import Store  # noqa: E402
+from harness.api.cost import Passes, ratio  # noqa: E402
+from harness.api.registry import Registry  # noqa: E402
+from harness.grid.config import Overrides, load_grid  # noqa: E402
+from harness.run.runner import run_grid  # noqa: E402
+from harness.storage.store import Store  # noqa: E402
 
 GRIDS = ("configs/quickstart.toml", "configs/passes-fastat40.toml")
 TARGET = {0: 1.2, 1: 1.5}   # adaptive → the largest ratio allowed

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import write  # noqa: E402
-from harness.compare import compare_runs  # noqa: E402
-from harness.config import Overrides, load_grid  # noqa: E402
-from harness.precision import Compute, Precision  # noqa: E402
-from harness.registry import Registry  # noqa: E402
-from harness.runner import run_grid  # noqa: E402
-from harness.store import Store  # noqa: E402
+from harness.analysis.compare import compare_runs  # noqa: E402
+from harness.api.registry import Registry  # noqa: E402
+from harness.grid.config import Overrides, load_grid  # noqa: E402
+from harness.run.precision import Compute, Precision  # noqa: E402
+from harness.run.runner import run_grid  # noqa: E402
+from harness.storage.store import Store  # noqa: E402
 
 BAR = 0.5  # percentage points
 

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import device_name, timed, write  # noqa: E402
 from benchmarks.reference_loops import released_hedge  # noqa: E402
-from harness.precision import Compute, Precision  # noqa: E402
-from harness.threat import Norm, ThreatModel  # noqa: E402
+from harness.api.threat import Norm, ThreatModel  # noqa: E402
+from harness.run.precision import Compute, Precision  # noqa: E402
 from harness_plugins.attacks.autoattack_bridge import APGD  # noqa: E402
 from harness_plugins.attacks.pgd import PGD  # noqa: E402
 from harness_plugins.defenses.hedge import Hedge  # noqa: E402

@@ -12,14 +12,14 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import HarnessError, PluginCrash
-from harness.registry import Registry
+from harness.api.errors import HarnessError, PluginCrash
+from harness.api.registry import Registry
 
 BUG_REPORT = "this is a bug in the harness or a plugin; please report it with the traceback above"
 
 
 def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.specs import Kind
+    from harness.api.specs import Kind
 
     for kind in Kind:
         specs = [s for s in registry.all() if s.kind is kind]
@@ -44,8 +44,8 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
 def _declared(spec) -> str:
     """What an attack or defense declares, as tables and the core read it: display name, role, access, randomness,
     norms, and its cost per example at its defaults (an attack against the bare model at L∞ 8/255)."""
-    from harness.interfaces import Access, Attack, AttackSuite, Defense
-    from harness.threat import Norm, ThreatModel
+    from harness.api.interfaces import Access, Attack, AttackSuite, Defense
+    from harness.api.threat import Norm, ThreatModel
 
     factory = spec.factory
     if not isinstance(factory, type) or not issubclass(factory, (Attack, Defense)):
@@ -72,7 +72,7 @@ def _declared(spec) -> str:
 
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.config import Overrides, load_grid
+    from harness.grid.config import Overrides, load_grid
 
     if args.n_examples is not None and args.n_examples < 1:
         raise HarnessError(f"--n-examples must be >= 1, got {args.n_examples}")
@@ -97,15 +97,15 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         return _dry_run(grid, registry, args.for_gpu)
     if args.estimate:
         return _estimate(grid, registry)
-    from harness.plan import plan
-    from harness.runner import Runner
+    from harness.grid.plan import plan
+    from harness.run.runner import Runner
 
     if not args.quiet:
         print(f"run {grid.run_id}: {len(plan(grid, registry))} work units on {grid.n_examples} examples of "
               f"{grid.dataset.label}; loading the data and {len(grid.models)} model(s)", file=sys.stderr, flush=True)
     runner = Runner(grid, registry, progress=not args.quiet)  # opens the database once every check has passed
     if args.executor == "ray":
-        from harness.ray_executor import run_with_ray
+        from harness.run.ray_executor import run_with_ray
 
         run_id = run_with_ray(grid, registry, runner=runner, address=args.ray_address, shard_size=args.shard_size)
     else:
@@ -127,10 +127,10 @@ def _labels(text: str | None, option: str) -> tuple[str, ...]:
 
 
 def _dry_run(grid, registry: Registry, gpu_name: str) -> int:
-    from harness.cost import Passes
-    from harness.flops import EFFICIENCY, GPUS, gpu_hours
-    from harness.plan import build, plan, unit_cost
-    from harness.specs import Kind
+    from harness.api.cost import Passes
+    from harness.api.specs import Kind
+    from harness.grid.plan import build, plan, unit_cost
+    from harness.run.flops import EFFICIENCY, GPUS, gpu_hours
 
     units = plan(grid, registry)
     total = Passes(0, 0)
@@ -171,7 +171,7 @@ def _forward_flops(model) -> float | None:
     """One image's forward FLOPs of a model plugin's architecture, built on the meta device (no weights)."""
     import torch
 
-    from harness.flops import forward_flops
+    from harness.run.flops import forward_flops
 
     try:
         with torch.device("meta"):
@@ -194,10 +194,10 @@ def _made(unit) -> str:
 
 
 def _estimate(grid, registry: Registry) -> int:
-    from harness.estimate import calibrate_models, estimate
-    from harness.progress import duration
-    from harness.runner import Runner
-    from harness.store import Store
+    from harness.run.estimate import calibrate_models, estimate
+    from harness.run.progress import duration
+    from harness.run.runner import Runner
+    from harness.storage.store import Store
 
     exists = Path(grid.db).expanduser().exists()
     store = Store(grid.db, readonly=True) if exists else None  # estimating never writes
@@ -226,7 +226,7 @@ def _estimate(grid, registry: Registry) -> int:
 
 
 def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.store import Store
+    from harness.storage.store import Store
 
     with Store(args.db, readonly=True) as store:
         _print_summary(store, args.run, args.format)
@@ -234,8 +234,8 @@ def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.compare import sides
-    from harness.store import Store
+    from harness.analysis.compare import sides
+    from harness.storage.store import Store
 
     given = getattr(args, "sides", None) or []
     if not 1 <= len(given) <= 2 or any(db is None for db, _ in given):
@@ -253,7 +253,7 @@ def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _compare(args: argparse.Namespace, both) -> int:
-    from harness.compare import compare_runs
+    from harness.analysis.compare import compare_runs
 
     first, second = both
     result = compare_runs(first, second)
@@ -291,9 +291,9 @@ def cmd_report(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _print_summary(store, run_id, form: str = "text") -> None:
-    from harness.aggregate import WORST_ADAPTIVE
-    from harness.presets import PRESETS
-    from harness.summary import warnings_for
+    from harness.analysis.aggregate import WORST_ADAPTIVE
+    from harness.analysis.summary import warnings_for
+    from harness.grid.presets import PRESETS
     from harness_reports.content import main_table
     from harness_reports.terminal import fitted, records
 

@@ -1,7 +1,7 @@
 """Paired comparisons from the per-example rows: defense against the reference, transfer against adaptive,
 one budget of an adaptive attack against the next.
 
-Every defense is scored on the same examples, so two settings are compared pair by pair (harness.pairing):
+Every defense is scored on the same examples, so two settings are compared pair by pair (harness.analysis.pairing):
 the difference of accuracies, Newcombe's paired interval and the exact McNemar p-value.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.aggregate import (
+from harness.analysis.aggregate import (
     WORST_ADAPTIVE,
     WORST_TRANSFER,
     adaptive_attacks,
@@ -19,10 +19,10 @@ from harness.aggregate import (
     test_time_defenses,
     worst_columns,
 )
-from harness.interfaces import Role
-from harness.pairing import PairedRow, compare
-from harness.records import RunRecord
-from harness.store import Store
+from harness.analysis.pairing import PairedRow, compare
+from harness.api.interfaces import Role
+from harness.storage.records import RunRecord
+from harness.storage.store import Store
 from harness_reports.naming import COLUMN_NAMES, with_role
 
 

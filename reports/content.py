@@ -12,16 +12,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, cells, worst_columns
-from harness.analytics import flip_counts, reference_defense
-from harness.cost import Passes, ratio
-from harness.interfaces import Role
-from harness.notices import Notice
-from harness.pairing import PairedRow
-from harness.presets import HONEST, PRESETS
-from harness.records import RunRecord
-from harness.stats import wilson
-from harness.store import Store
+from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, cells, worst_columns
+from harness.analysis.analytics import flip_counts, reference_defense
+from harness.analysis.notices import Notice
+from harness.analysis.pairing import PairedRow
+from harness.analysis.stats import wilson
+from harness.api.cost import Passes, ratio
+from harness.api.interfaces import Role
+from harness.grid.presets import HONEST, PRESETS
+from harness.storage.records import RunRecord
+from harness.storage.store import Store
 from harness_reports.comparisons import (
     Convergence,
     adaptive_gains,
@@ -158,7 +158,7 @@ class UnitFact:
     done: int
     total: int
     seconds: float
-    counted: Passes | None = None   # passes made per example done (harness.counting); None before they were counted
+    counted: Passes | None = None   # passes made per example done (harness.run.counting); None before they were counted
     floor: Passes | None = None     # what its attack's loop and its scored draws could not avoid, per example
 
     @property
@@ -190,7 +190,7 @@ class Facts:
     repeats: int
     device: str
     precision: str
-    preset: str                # "honest", or "paper": the released code's settings (harness.presets)
+    preset: str                # "honest", or "paper": the released code's settings (harness.grid.presets)
     adaptive_budgets: tuple[str, ...]   # every attack through a defense, with the budget it ran at
     votes: str                 # how randomised defenses were scored: the draws per vote, and how many it took
     git_commit: str
@@ -221,10 +221,10 @@ class ReportContent:
     sweeps: tuple[Sweep, ...] = ()
     heatmaps: tuple[HeatMap, ...] = ()
     examples: tuple[Example, ...] = ()
-    warnings: tuple[Notice, ...] = ()   # harness.notices: a stable id and a sentence
+    warnings: tuple[Notice, ...] = ()   # harness.analysis.notices: a stable id and a sentence
     missing: tuple[str, ...] = ()       # what a partial or empty run lacks
     reproduction: Reproduction | None = None   # the paper's reported numbers beside the measured ones
-    spread: str = HONEST.spread_name           # what the std table holds (the preset decides, see harness.presets)
+    spread: str = HONEST.spread_name           # what the std table holds (the preset decides, see harness.grid.presets)
     preset: str = ""                           # the title line's "preset NAME: what it changes"
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from harness.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
-from harness.interfaces import Role
-from harness.records import RunRecord
+from harness.analysis.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
+from harness.api.interfaces import Role
+from harness.storage.records import RunRecord
 
 COLUMN_NAMES = {WORST: "Worst Case", WORST_TRANSFER: "Worst Case (transfer)", WORST_ADAPTIVE: "Worst Case (adaptive)"}
 
 
 def display_names(run: RunRecord) -> dict[str, str]:
-    """Label → the name tables print (harness.naming): the plugin's declared name where the grid kept the
+    """Label → the name tables print (harness.grid.naming): the plugin's declared name where the grid kept the
     default label (the plugin's own name), the grid's label otherwise."""
     return run.table_names()
 

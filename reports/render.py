@@ -15,8 +15,8 @@ from typing import Iterable
 
 import jinja2
 
-from harness.errors import HarnessError
-from harness.store import Store
+from harness.api.errors import HarnessError
+from harness.storage.store import Store
 from harness_reports.content import Cell, ReportContent, build_content, empty_content
 from harness_reports.figures import radius_text, render_figures
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.aggregate import WORST, WORST_TRANSFER, worst_columns
-from harness.interfaces import Role
-from harness.notices import Notice
-from harness.records import RunRecord
-from harness.reported import REPORTED_WORST, Reported
-from harness.stats import wilson
+from harness.analysis.aggregate import WORST, WORST_TRANSFER, worst_columns
+from harness.analysis.notices import Notice
+from harness.analysis.stats import wilson
+from harness.api.interfaces import Role
+from harness.grid.reported import REPORTED_WORST, Reported
+from harness.storage.records import RunRecord
 from harness_reports.naming import COLUMN_NAMES, with_role
 
 BENCHMARK_SLACK = 1.0   # points a benchmark attack may measure above the reported value before it is flagged

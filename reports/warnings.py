@@ -1,6 +1,6 @@
 """Automatic checks on a run, in the spirit of AutoAttack's: signs that an evaluation overstates robustness.
 
-Each check reads only the database and returns notices (harness.notices: a stable id, documented in
+Each check reads only the database and returns notices (harness.analysis.notices: a stable id, documented in
 docs/warnings.md, and a sentence that names the model, defense or attack concerned and says what to do).
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
-from harness.interfaces import Role
-from harness.notices import Notice
-from harness.pairing import PairedRow
-from harness.records import RunRecord
-from harness.stats import wilson
-from harness.store import Store
-from harness.summary import warnings_for
+from harness.analysis.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
+from harness.analysis.notices import Notice
+from harness.analysis.pairing import PairedRow
+from harness.analysis.stats import wilson
+from harness.analysis.summary import warnings_for
+from harness.api.interfaces import Role
+from harness.storage.records import RunRecord
+from harness.storage.store import Store
 from harness_reports.comparisons import Convergence
 from harness_reports.naming import COLUMN_NAMES, with_role
 from harness_reports.reproduction import VERDICT_HALF_WIDTH, Reproduction, benchmark_above_reported, examples_for

@@ -43,7 +43,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def registry():
-    from harness.registry import Registry
+    from harness.api.registry import Registry
 
     return Registry()
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from conftest import digits_grid, harness_cli
-from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, per_example, worst_columns
-from harness.defended import Defended
-from harness.pairing import PairedRow
-from harness.specs import Kind
-from harness.stats import paired
-from harness.store import Store
-from harness.threat import Norm, ThreatModel
+from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, per_example, worst_columns
+from harness.analysis.pairing import PairedRow
+from harness.analysis.stats import paired
+from harness.api.specs import Kind
+from harness.api.threat import Norm, ThreatModel
+from harness.run.defended import Defended
+from harness.storage.store import Store
 from harness_plugins.attacks.adaptive import Adaptive
 from harness_plugins.attacks.hedge_attacks import HedgeAware
 from harness_plugins.attacks.suite import BPDAPGD, AdaptiveSuite

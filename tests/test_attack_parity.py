@@ -7,7 +7,7 @@ import torch
 import torchattacks
 
 from conftest import shared_file
-from harness.threat import Norm, ThreatModel
+from harness.api.threat import Norm, ThreatModel
 from harness_plugins.attacks.autoattack_bridge import APGD, APGDTargeted, AutoAttackEnsemble, FABTargeted, Square
 from harness_plugins.attacks.deepfool import DeepFool
 from harness_plugins.attacks.pgd import PGD
@@ -138,9 +138,9 @@ def test_rays_counts_queries_exactly_and_stays_in_the_ball(digits, digits_standa
 
 def test_rays_stores_queries_per_example_through_the_runner(tmp_path, registry):
     from conftest import digits_grid
-    from harness.config import load_grid
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.grid.config import load_grid
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
 
     grid = load_grid(digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "rays"\nn_queries = 200\n'), registry)
     store = Store(grid.db)

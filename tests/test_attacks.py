@@ -6,8 +6,8 @@ import pytest
 import torch
 from attack_table import ATTACKS, EPS
 
-from harness.checks import check_attack_output
-from harness.threat import Norm, ThreatModel
+from harness.api.threat import Norm, ThreatModel
+from harness.run.checks import check_attack_output
 from harness_plugins.attacks.autoattack_bridge import Square
 from harness_plugins.attacks.rays import RayS
 

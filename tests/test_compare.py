@@ -9,8 +9,8 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
 from conftest import REPO, harness_cli
-from harness.compare import compare_runs, sides
-from harness.store import Store
+from harness.analysis.compare import compare_runs, sides
+from harness.storage.store import Store
 
 GRID = """
 dataset = "fashion-mnist"

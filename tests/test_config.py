@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import DIGITS_ROBUST, digits_grid, harness_cli
-from harness.config import load_grid
-from harness.errors import ConfigError
-from harness.runner import Runner
+from harness.api.errors import ConfigError
+from harness.grid.config import load_grid
+from harness.run.runner import Runner
 
 GOOD = f"""dataset = "digits"
 n_examples = 10
@@ -149,7 +149,7 @@ in_channels = 1
 num_classes = 5
 """
     grid = load_grid(digits_grid(tmp_path, models=models), registry)
-    from harness.errors import DataError
+    from harness.api.errors import DataError
 
     # the weights themselves say 10 classes: the checkpoint loader reports the shape mismatch
     with pytest.raises(DataError, match=r"shape mismatch \(file vs model\): net.fc2.weight \(10, 128\) vs \(5, 128\)"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import DIGITS_ROBUST, shared_file
-from harness.errors import DataError, PluginError
+from harness.api.errors import DataError, PluginError
 from harness_plugins.datasets.cifar10_jpeg import Cifar10Jpeg
 from harness_plugins.datasets.digits import Digits
 from harness_plugins.models.checkpoint import Checkpoint
@@ -108,7 +108,7 @@ def test_unknown_architectures():
 
 def test_robustbench_load_model_through_the_compat_alias(tmp_path, cifar):
     """robustbench's own loader, offline, from a local model_dir laid out as it expects."""
-    from harness.compat import import_robustbench
+    from harness.api.compat import import_robustbench
 
     rb = import_robustbench()
     target = tmp_path / "cifar10" / "Linf" / "Wong2020Fast.pt"
@@ -122,7 +122,7 @@ def test_robustbench_load_model_through_the_compat_alias(tmp_path, cifar):
 
 
 def test_cifar10_jpeg_finds_the_copy_beside_the_repository_or_says_where_it_looked(monkeypatch, tmp_path):
-    from harness.errors import DataError
+    from harness.api.errors import DataError
     from harness_plugins.datasets import cifar10_jpeg
 
     monkeypatch.delenv(cifar10_jpeg.ROOT_ENV, raising=False)

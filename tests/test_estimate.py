@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import PGD_AND_SQUARE, digits_grid, harness_cli, none_and_hedge
-from harness.config import load_grid
-from harness.estimate import Calibration, estimate
-from harness.interfaces import Passes
-from harness.plan import plan, unit_cost
-from harness.runner import run_grid
-from harness.store import Store
+from harness.api.interfaces import Passes
+from harness.grid.config import load_grid
+from harness.grid.plan import plan, unit_cost
+from harness.run.estimate import Calibration, estimate
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 
 ATTACKS = PGD_AND_SQUARE
 DEFENSES = none_and_hedge(steps=3)
@@ -102,7 +102,7 @@ def test_flops_are_counted_from_the_architecture_alone():
     benchmark's FLOP counter measures on a real forward pass."""
     import torch
 
-    from harness.flops import forward_flops
+    from harness.run.flops import forward_flops
     from harness_plugins.models.zoo import RobustBenchModel
 
     with torch.device("meta"):

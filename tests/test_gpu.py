@@ -7,8 +7,8 @@ import torch
 from attack_table import ATTACKS, EPS
 
 from conftest import DIGITS_ROBUST, digits_grid
-from harness.checks import check_attack_output
-from harness.threat import Norm, ThreatModel
+from harness.api.threat import Norm, ThreatModel
+from harness.run.checks import check_attack_output
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -30,9 +30,9 @@ def test_every_attack_runs_batched_on_cuda(name, make, norm, on_cifar, digits):
 
 
 def test_grid_runs_on_cuda(tmp_path, registry):
-    from harness.config import load_grid
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.grid.config import load_grid
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
 
     path = digits_grid(tmp_path, n=64, attacks='[[attacks]]\nplugin = "pgd"\n[[attacks]]\nplugin = "adaptive"\nn_iter = 5\n',
                        defenses='[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "hedge"\neps_d = 0.1\n')
@@ -47,9 +47,9 @@ def test_grid_runs_on_cuda(tmp_path, registry):
 @pytest.mark.parametrize("extra", ['precision = "tf32"', 'precision = "bf16"\nchannels_last = true',
                                    'precision = "bf16"\nchannels_last = true\ncompile = true'])
 def test_lower_precision_grids_run_on_cuda_close_to_fp32(tmp_path, registry, extra):
-    from harness.config import load_grid
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.grid.config import load_grid
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
 
     accs = []
     for name, setting in (("fp32", ""), ("other", extra)):
@@ -81,10 +81,10 @@ def _cuda_cifar_standard():
 def test_every_attack_and_defense_plugin_runs_on_a_3_channel_model_in_bf16_channels_last_compiled(registry, cifar):
     from test_layout import HEDGE, _attacks
 
-    from harness.defended import Defended, predict_defended
-    from harness.interfaces import AttackOutput
-    from harness.precision import Compute, Precision
-    from harness.specs import Kind
+    from harness.api.interfaces import AttackOutput
+    from harness.api.specs import Kind
+    from harness.run.defended import Defended, predict_defended
+    from harness.run.precision import Compute, Precision
 
     device = torch.device("cuda")
     setting = Compute(Precision.BF16, channels_last=True, compile=True)
@@ -110,8 +110,8 @@ def test_every_attack_and_defense_plugin_runs_on_a_3_channel_model_in_bf16_chann
 def test_a_split_run_on_cuda_gives_the_rows_of_one_pass(tmp_path, registry):
     """Resume equality on the GPU: the examples evaluated as two batch-aligned ranges (a resumed unit) give the
     rows of one pass (cuDNN runs its deterministic algorithms under the harness)."""
-    from harness.config import load_grid
-    from harness.runner import Runner
+    from harness.grid.config import load_grid
+    from harness.run.runner import Runner
 
     path = digits_grid(tmp_path, n=64, batch_size=16, attacks='[[attacks]]\nplugin = "pgd"\n',
                        defenses='[[defenses]]\nplugin = "random"\neps_d = 0.1\n[[defenses]]\nplugin = "hedge"\n'
@@ -131,10 +131,10 @@ def test_a_split_run_on_cuda_gives_the_rows_of_one_pass(tmp_path, registry):
 
 def test_one_ray_shard_on_the_gpu_gives_the_local_rows(tmp_path, registry):
     ray = pytest.importorskip("ray")
-    from harness.config import load_grid
-    from harness.ray_executor import run_with_ray
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.grid.config import load_grid
+    from harness.run.ray_executor import run_with_ray
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
 
     def grid_in(folder):
         folder.mkdir()

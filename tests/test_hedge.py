@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from benchmarks.reference_loops import released_hedge
-from harness.losses import kl_uniform, sum_ce
-from harness.threat import Norm, ThreatModel
+from harness.api.losses import kl_uniform, sum_ce
+from harness.api.threat import Norm, ThreatModel
 from harness_plugins.defenses.basic import RandomNoise
 from harness_plugins.defenses.hedge import Hedge
 

@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
-from harness.checks import check_attack_output
-from harness.defended import Defended
-from harness.interfaces import AttackOutput, AttackSuite
-from harness.precision import Compute
-from harness.specs import Kind
-from harness.threat import Norm, ThreatModel
+from harness.api.interfaces import AttackOutput, AttackSuite
+from harness.api.specs import Kind
+from harness.api.threat import Norm, ThreatModel
+from harness.run.checks import check_attack_output
+from harness.run.defended import Defended
+from harness.run.precision import Compute
 from harness_plugins.attacks.adaptive import Adaptive
 from harness_plugins.attacks.autoattack_bridge import APGD
 from harness_plugins.attacks.deepfool import DeepFool
@@ -90,7 +90,7 @@ def test_compiled_models_keep_graphs_for_second_backwards_and_do_not_recompile_p
 
 
 def test_a_compilation_failure_is_one_error_naming_compile(cifar_standard, cifar):
-    from harness.errors import HarnessError
+    from harness.api.errors import HarnessError
 
     def failing_backend(graph, example_inputs):
         raise RuntimeError("no kernel for this operator")
@@ -105,9 +105,9 @@ def test_a_channels_last_grid_on_3_channel_data_runs_library_attacks_end_to_end(
     """The runner's own path: data loaded, models prepared, pyautoattack's APGD-T and Square and the adaptive
     attack (whose library loop flattens with .view) on CIFAR-10 (JPEG) under channels_last = true."""
     from conftest import shared_file
-    from harness.config import load_grid
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.grid.config import load_grid
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
 
     grid_file = tmp_path / "grid.toml"
     grid_file.write_text(f"""

@@ -188,7 +188,7 @@ def foreign_units(path: Path) -> None:
 
 
 def other_version(path: Path) -> None:
-    from harness.records import APPLICATION_ID
+    from harness.storage.records import APPLICATION_ID
 
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE runs (run_id TEXT)")

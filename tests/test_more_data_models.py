@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import harness_cli, shared_file
-from harness.errors import DataError, PluginError
+from harness.api.errors import DataError, PluginError
 from harness_plugins.datasets.cifar_pickle import Cifar10, Cifar100
 from harness_plugins.datasets.idx import FashionMNIST, read_idx
 from harness_plugins.models.zoo import AutoAttackExample, RobustBenchModel
@@ -109,7 +109,7 @@ def test_robustbench_plugin_loads_a_shared_checkpoint_from_model_dir(tmp_path, c
 
 
 def test_robustbench_offline_error_names_the_file(tmp_path, monkeypatch):
-    from harness.compat import import_robustbench
+    from harness.api.compat import import_robustbench
 
     import_robustbench()
     import robustbench.utils

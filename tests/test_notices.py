@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 from conftest import REPO, harness_cli
-from harness.notices import NOTICE_IDS, Notice
-from harness.stats import wilson
-from harness.store import Store
+from harness.analysis.notices import NOTICE_IDS, Notice
+from harness.analysis.stats import wilson
+from harness.storage.store import Store
 from harness_reports.reproduction import VERDICT_HALF_WIDTH, examples_for
 from harness_reports.warnings import small_sample
 

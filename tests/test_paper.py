@@ -13,13 +13,13 @@ import torch
 
 from benchmarks import reference_loops as released
 from conftest import REPO, digits_grid, harness_cli, shared_file
+from harness.api.specs import Kind
+from harness.api.threat import Norm, ThreatModel
 from harness.cli import main
-from harness.config import Entry, Overrides, load_grid
-from harness.plan import build
-from harness.runner import run_grid
-from harness.specs import Kind
-from harness.store import Store
-from harness.threat import Norm, ThreatModel
+from harness.grid.config import Entry, Overrides, load_grid
+from harness.grid.plan import build
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 TABLE5_IDS = ["Gowal2020Uncovering_28_10_extra", "Zhang2020Geometry", "Gowal2020Uncovering_34_20", "Wu2020Adversarial",
@@ -120,7 +120,7 @@ def test_a_grid_can_be_cut_down_from_the_command_line(registry):
     assert [a.label for a in grid.attacks] == ["clean", "pgd"]                 # the clean baseline always stays
     assert [d.label for d in grid.defenses] == ["none", "hedge"] and grid.preset.name == "honest"
     assert grid.threat.eps == pytest.approx(8 / 255) and grid.votes == 5
-    from harness.errors import ConfigError
+    from harness.api.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"key '\(--models\)': the grid has no entry labelled 'TRADE'; did you mean "
                                           r"'TRADES'"):
@@ -186,7 +186,7 @@ def test_reverse_hedge_and_daa_white_under_the_preset_are_the_released_loops(reg
 
 
 def test_random_noise_under_the_preset_is_the_released_noise(registry, cifar, cifar_robust):
-    from harness.defended import predict_defended
+    from harness.run.defended import predict_defended
 
     noise = paper(registry, "random", kind=Kind.DEFENSE)
     ours = predict_defended(cifar_robust, noise, cifar.x, 1, lambda draw: gen(4)).pred
@@ -233,7 +233,7 @@ def test_the_released_hedge_predicts_from_the_logits_summed_over_its_inner_itera
 def test_bpda_through_the_released_hedge_differentiates_what_is_scored(registry, cifar, cifar_robust):
     """The released prediction sums the logits of x_1 … x_{K−1}: BPDA's surrogate takes the model at each of them,
     so its value is the scored prediction (not f(x_K)) and its gradient the sum of the model's gradients there."""
-    from harness.defended import Defended
+    from harness.run.defended import Defended
 
     hedge = paper(registry, "hedge", kind=Kind.DEFENSE, steps=4)
     x, y = cifar.x[:8], cifar.y[:8]
@@ -332,7 +332,7 @@ def test_paper_worst_case_is_the_or_of_the_attacks_without_clean(tmp_path, regis
     grid = load_grid(path, registry)
     store = Store(grid.db)
     run_grid(grid, registry, store=store, progress=False)
-    from harness.aggregate import WORST_TRANSFER, cells
+    from harness.analysis.aggregate import WORST_TRANSFER, cells
 
     table = cells(store, store.run()).set_index(["defense", "key"])["mean"]
     rows = store.results(grid.run_id)
@@ -348,7 +348,7 @@ def test_paper_worst_case_is_the_or_of_the_attacks_without_clean(tmp_path, regis
 # --- the paper's definitions -----------------------------------------------------------------------
 
 def test_ftof_is_a_different_wrong_class_and_the_counts_partition_the_examples(tmp_path, registry):
-    from harness.analytics import flip_counts
+    from harness.analysis.analytics import flip_counts
 
     attacks = '[[attacks]]\nplugin = "pgd"\nsteps = 10\nstep_size = 0.02\n[[attacks]]\nplugin = "cw"\nsteps = 10\nstep_size = 0.02\n'
     defenses = ('[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.2\n'
@@ -404,7 +404,7 @@ def test_lipschitz_gaps_take_the_false_class_from_the_wrong_side(tmp_path, regis
 
 def test_local_lipschitz_is_the_largest_sampled_gradient_norm(digits, digits_robust):
     """The estimator against a plain loop over the same samples (the max over x and its draws of ‖∇ CE‖₁)."""
-    from harness.analytics import local_lipschitz
+    from harness.analysis.analytics import local_lipschitz
 
     x, y, eps = digits.x[:20], digits.y[:20], 0.1
     ours = local_lipschitz(digits_robust, x, y, eps, samples=6, generator=gen(8))
@@ -430,7 +430,7 @@ def test_hedge_aware_is_algorithm_6_with_one_step_size(registry, digits, digits_
 
 
 def test_hedge_random_class_rejects_what_it_ignores(tmp_path, registry):
-    from harness.errors import ConfigError
+    from harness.api.errors import ConfigError
 
     defenses = '[[defenses]]\nplugin = "hedge-random-class"\nloss = "kl-uniform"\n'
     with pytest.raises(ConfigError, match=r"key 'defenses\[0\]': hedge-random-class ascends the cross-entropy of one "

@@ -8,13 +8,13 @@ import pandas as pd
 import torch
 
 from conftest import digits_grid, harness_cli, shared_file
-from harness.analytics import flip_counts
-from harness.checks import check_attack_output
-from harness.config import load_grid
-from harness.defended import Defended
-from harness.runner import run_grid
-from harness.store import Store
-from harness.threat import Norm, ThreatModel
+from harness.analysis.analytics import flip_counts
+from harness.api.threat import Norm, ThreatModel
+from harness.grid.config import load_grid
+from harness.run.checks import check_attack_output
+from harness.run.defended import Defended
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 from harness_plugins.attacks.adaptive import Adaptive
 from harness_plugins.attacks.hedge_attacks import DAABlack, ReverseHedge
 from harness_plugins.defenses.hedge import Hedge, HedgeRandomClass
@@ -115,7 +115,7 @@ defenses = [{{ plugin = "none" }}, {{ plugin = "hedge", steps = 5 }}]
     run_id = run_grid(grid, registry, store=store, progress=False)
     acc = store.accuracy(run_id).set_index(["defense", "attack"])["acc"]
     assert acc[("hedge", "adaptive")] < acc[("hedge", "pgd")]            # through the defense beats transfer
-    from harness.aggregate import WORST_ADAPTIVE, WORST_TRANSFER
+    from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER
 
     cells = json.loads(harness_cli("show", "--db", str(tmp_path / "results.sqlite"), "--format", "json").stdout)
     worst = {c["key"]: c["accuracy"] for c in cells if c["defense"] == "Hedge"}
@@ -139,7 +139,7 @@ def test_adaptive_attack_with_fewer_defense_steps_and_full_gradient(digits, digi
 
 def test_adaptive_attack_checks_success_by_the_majority_vote(digits, digits_robust):
     """Against a random defense, pyautoattack's loop drops an example after one lucky draw; ours asks the vote."""
-    from harness.defended import predict_defended
+    from harness.run.defended import predict_defended
     from harness_plugins.defenses.basic import RandomNoise
 
     noise = RandomNoise(eps_d=0.3)  # single draws disagree often: where a lucky draw misleads most

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from conftest import digits_grid
-from harness.config import load_grid
-from harness.counting import PassCounter
-from harness.defended import Defended, DrawRunner, predict_defended
-from harness.interfaces import Defense
-from harness.runner import run_grid
-from harness.store import Store
-from harness.threat import Norm, ThreatModel
+from harness.api.interfaces import Defense
+from harness.api.threat import Norm, ThreatModel
+from harness.grid.config import load_grid
+from harness.run.counting import PassCounter
+from harness.run.defended import Defended, DrawRunner, predict_defended
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 from harness_plugins.attacks.adaptive import Adaptive
 from harness_plugins.attacks.pgd import PGD
 from harness_plugins.defenses.basic import RandomNoise

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from conftest import REPO, digits_grid, harness_cli
-from harness.errors import PluginError
-from harness.hookspecs import hookimpl
-from harness.interfaces import Defense, Role
-from harness.registry import Registry
-from harness.specs import Kind, PluginSpec, spec_from_dataclass
+from harness.api.errors import PluginError
+from harness.api.hookspecs import hookimpl
+from harness.api.interfaces import Defense, Role
+from harness.api.registry import Registry
+from harness.api.specs import Kind, PluginSpec, spec_from_dataclass
 
 
 def test_builtins_come_through_entry_points_with_their_distribution(registry):
@@ -185,8 +185,8 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_pat
     (dist / "entry_points.txt").write_text("[harness]\ndupe = dupe_attack\n")
     (tmp_path / "dupe_attack.py").write_text(
         "from dataclasses import dataclass\n"
-        "from harness.hookspecs import hookimpl\n"
-        "from harness.specs import Kind, spec_from_dataclass\n"
+        "from harness.api.hookspecs import hookimpl\n"
+        "from harness.api.specs import Kind, spec_from_dataclass\n"
         "from harness_plugins.attacks.pgd import PGD\n"
         "@hookimpl\n"
         "def harness_attacks():\n"
@@ -235,10 +235,10 @@ def _with_as_is() -> Registry:
 
 @pytest.mark.parametrize("reference", ["none", "as-is"])
 def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, reference):
-    from harness.analytics import flip_counts, reference_defense
-    from harness.config import load_grid
-    from harness.runner import run_grid
-    from harness.store import Store
+    from harness.analysis.analytics import flip_counts, reference_defense
+    from harness.grid.config import load_grid
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
     from harness_reports.content import build_content
 
     registry = _with_as_is()
@@ -260,8 +260,8 @@ def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, referen
 
 
 def test_a_grid_without_defenses_needs_exactly_one_reference(tmp_path):
-    from harness.config import load_grid
-    from harness.errors import ConfigError
+    from harness.api.errors import ConfigError
+    from harness.grid.config import load_grid
 
     with pytest.raises(ConfigError, match=r"key 'defenses': the grid needs exactly one installed defense plugin with "
                                           r"role 'reference' to use by default; found 'as-is' .*, 'none' .*"

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import digits_grid, none_and_hedge
-from harness.config import load_grid
-from harness.errors import ConfigError
-from harness.precision import Compute, Precision
-from harness.runner import run_grid
-from harness.store import Store
+from harness.api.errors import ConfigError
+from harness.grid.config import load_grid
+from harness.run.precision import Compute, Precision
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 
 ATTACKS = """
 [[attacks]]
@@ -36,7 +36,7 @@ def test_precision_settings_parse_and_enter_the_run_identity(tmp_path, registry)
     assert bf16.run_id != plain.run_id
     assert bf16.compute.describe() == "bf16+channels_last"
     # different units, the same random draws: the comparison isolates the arithmetic
-    from harness.plan import plan
+    from harness.grid.plan import plan
 
     pairs = list(zip(plan(plain, registry), plan(bf16, registry)))
     assert all(a.key != b.key and a.stream == b.stream for a, b in pairs)
@@ -131,7 +131,7 @@ def test_compiled_model_gives_the_fp32_numbers(tmp_path, registry):
 
 def test_the_verdict_is_computed_in_fp32_whatever_the_precision(digits, digits_robust):
     """Under bf16 autocast the model's own logits are rounded; the scored prediction is not."""
-    from harness.defended import predict_defended
+    from harness.run.defended import predict_defended
     from harness_plugins.defenses.basic import NoDefense
 
     x = digits.x[:100]
@@ -149,10 +149,10 @@ def test_attacks_that_stop_on_the_boundary_run_in_fp32_under_a_bf16_grid(tmp_pat
     declare it (full_precision), and the runner runs them without autocast; the others keep the grid's precision."""
     import types
 
-    from harness.hookspecs import hookimpl
-    from harness.interfaces import Attack
-    from harness.registry import Registry
-    from harness.specs import Kind, spec_from_dataclass
+    from harness.api.hookspecs import hookimpl
+    from harness.api.interfaces import Attack
+    from harness.api.registry import Registry
+    from harness.api.specs import Kind, spec_from_dataclass
 
     seen = {}
 

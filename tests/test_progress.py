@@ -6,8 +6,8 @@ import io
 import re
 
 from conftest import digits_grid, harness_cli
-from harness.interfaces import Passes
-from harness.progress import GridProgress, UnitWork
+from harness.api.interfaces import Passes
+from harness.run.progress import GridProgress, UnitWork
 
 
 def _plain(units: list[UnitWork]) -> tuple[GridProgress, io.StringIO]:
@@ -84,9 +84,9 @@ def test_passes_inside_a_batch_move_the_grid_before_the_batch_is_committed_and_a
 
 def test_a_unit_of_one_batch_shows_progress_while_it_runs(tmp_path, registry):
     """20 examples in batches of 50: every unit is one batch, and the grid's line moves inside it."""
-    from harness.config import load_grid
-    from harness.runner import Runner
-    from harness.store import Store
+    from harness.grid.config import load_grid
+    from harness.run.runner import Runner
+    from harness.storage.store import Store
 
     grid = load_grid(digits_grid(tmp_path, n=20, batch_size=50,
                                  attacks='[[attacks]]\nplugin = "pgd"\nsteps = 40\nstep_size = 0.01\n'), registry)

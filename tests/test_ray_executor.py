@@ -8,12 +8,12 @@ import os
 import pytest
 
 from conftest import PGD_AND_SQUARE, digits_grid, none_and_hedge
-from harness.config import load_grid
-from harness.runner import run_grid
-from harness.store import Store
+from harness.grid.config import load_grid
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 
 ray = pytest.importorskip("ray")
-from harness.ray_executor import evaluate_range, run_with_ray  # noqa: E402
+from harness.run.ray_executor import evaluate_range, run_with_ray  # noqa: E402
 
 ATTACKS = PGD_AND_SQUARE
 DEFENSES = none_and_hedge(steps=3)
@@ -104,21 +104,21 @@ def test_a_restarted_driver_resumes_from_the_database(cluster, reference, tmp_pa
     assert partial == 2
     restarted = Store(grid.db)  # a new driver process would open the database afresh
     submitted = []
-    real_shards = __import__("harness.ray_executor", fromlist=["shards_of"]).shards_of
+    real_shards = __import__("harness.run.ray_executor", fromlist=["shards_of"]).shards_of
 
     def counting(*args, **kwargs):
         out = real_shards(*args, **kwargs)
         submitted.extend(out)
         return out
 
-    monkeypatch.setattr("harness.ray_executor.shards_of", counting)
+    monkeypatch.setattr("harness.run.ray_executor.shards_of", counting)
     run_with_ray(grid, registry, restarted, shard_size=20, progress=False)
     assert len(submitted) == 9 - partial  # the finished shards were not submitted again
     assert rows_of(restarted, grid.run_id) == reference
 
 
 def test_shard_size_must_align_with_batches(cluster, tmp_path, registry):
-    from harness.errors import HarnessError
+    from harness.api.errors import HarnessError
 
     grid = ray_grid(tmp_path, registry)
     with pytest.raises(HarnessError, match="multiple of the grid's batch_size 20"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from benchmarks.record_tables import DOCUMENTS, MARKER, regenerate
 from conftest import REPO
 
@@ -38,3 +40,36 @@ def test_each_record_database_is_one_self_contained_file():
         conn = sqlite3.connect(f"file:{REPO / path}?mode=ro", uri=True)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete", path
         conn.close()
+
+
+def test_a_database_written_before_the_core_moved_into_packages_resumes_after_it(tmp_path, registry):
+    """tests/golden/run.sqlite was written by the flat harness/ of 0.1.0: the same grid has the same run id and
+    unit keys now, so running it into a copy computes nothing and leaves every row as it was."""
+    import shutil
+
+    from harness.grid.config import Overrides, load_grid
+    from harness.run.runner import run_grid
+    from harness.storage.store import Store
+
+    db = shutil.copy(REPO / "tests" / "golden" / "run.sqlite", tmp_path / "run.sqlite")
+    with Store(db, readonly=True) as store:
+        (before,) = store.runs()
+        rows = store.results(before.run_id)
+    grid = load_grid(REPO / "tests" / "golden" / "grid.toml", registry, overrides=Overrides(db=str(db)))
+    assert grid.run_id == before.run_id
+    with Store(db) as store:
+        run_grid(grid, registry, store=store, progress=False)
+        assert [r.run_id for r in store.runs()] == [before.run_id]
+        assert store.results(before.run_id).equals(rows)
+
+
+def test_the_old_module_names_import_the_moved_modules_and_warn():
+    import importlib
+    import sys
+
+    for old, new in (("harness.config", "harness.grid.config"), ("harness.store", "harness.storage.store"),
+                     ("harness.interfaces", "harness.api.interfaces")):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new)

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from conftest import DIGITS_ROBUST, DIGITS_STANDARD, REPO, digits_grid, harness_cli, shared_file
-from harness.config import load_grid
-from harness.errors import DataError, StoreError
-from harness.plan import plan
-from harness.records import SCHEMA_VERSION
-from harness.runner import Runner, run_grid
-from harness.store import Store
+from harness.api.errors import DataError, StoreError
+from harness.grid.config import load_grid
+from harness.grid.plan import plan
+from harness.run.runner import Runner, run_grid
+from harness.storage.records import SCHEMA_VERSION
+from harness.storage.store import Store
 
 ATTACKS = '[[attacks]]\nplugin = "pgd"\nsteps = 10\nstep_size = 0.02\n[[attacks]]\nplugin = "cw"\nsteps = 10\nstep_size = 0.02\n'
 DEFENSES = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.1\n'
@@ -145,7 +145,7 @@ def test_a_second_store_in_a_process_keeps_its_live_connection_visible_to_other_
         writer.db.execute("INSERT INTO pages VALUES (randomblob(4000))")
     Store(path).close()                      # as the heartbeat thread opens its own connection
     Store(path, readonly=True).close()       # as the report at the end of a run
-    reader = f"from harness.store import Store; Store({str(path)!r}, readonly=True).close()"
+    reader = f"from harness.storage.store import Store; Store({str(path)!r}, readonly=True).close()"
     subprocess.run([sys.executable, "-c", reader], cwd=REPO, check=True)   # as harness show in another shell
     assert (tmp_path / "run.sqlite-wal").exists()    # the writer is still connected, so its log stays
     for _ in range(160):
@@ -174,7 +174,7 @@ def test_show_and_report_read_a_wal_database_on_a_read_only_mount(tmp_path):
     source, mount = tmp_path / "src", tmp_path / "ro"
     source.mkdir()
     mount.mkdir()
-    from harness.registry import Registry
+    from harness.api.registry import Registry
 
     registry = Registry()
     run_grid(load_grid(digits_grid(tmp_path, n=20), registry), registry, store=Store(source / "run.sqlite"), progress=False)

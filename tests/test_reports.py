@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from conftest import report_tool
-from harness.aggregate import cells
+from harness.analysis.aggregate import cells
+from harness.analysis.stats import Paired, mcnemar_exact, newcombe_paired, wilson
 from harness.cli import main
-from harness.stats import Paired, mcnemar_exact, newcombe_paired, wilson
-from harness.store import Store
+from harness.storage.store import Store
 from harness_reports.content import build_content
 from harness_reports.naming import display_names
 from harness_reports.render import latex_escape, write_report
@@ -388,8 +388,8 @@ def test_markdown_cannot_be_broken_out_of_by_a_label_or_the_grid_file(tmp_path, 
     """A label full of markdown and HTML, and a grid file whose comment opens and closes code fences: the report's
     tables keep their shape and nothing lands outside a code block as raw HTML."""
     from conftest import digits_grid
-    from harness.config import load_grid
-    from harness.runner import run_grid
+    from harness.grid.config import load_grid
+    from harness.run.runner import run_grid
 
     hostile = "x | `y` *z* <img src=x onerror=alert(1)> [l](http://e)"
     attacks = f'[[attacks]]\nplugin = "pgd"\nlabel = "{hostile}"\nsteps = 2\n'

@@ -26,13 +26,13 @@ BUILD_HISTORY = [re.compile(p, re.I) for p in (r"\bsessions?\b", r"\bissues?\s*#
 
 # String literals that equal a plugin's name by coincidence, not to name that plugin: (file, literal) → why.
 COINCIDENCES = {
-    ("harness/losses.py", "none"): "torch's reduction argument",
-    ("harness/compat.py", "autoattack"): "the module name robustbench imports",
-    ("harness/compat.py", "square"): "a pyautoattack submodule",
-    ("harness/compat.py", "robustbench"): "the library's module name",
-    ("harness/provenance.py", "torchattacks"): "a distribution whose version is recorded",
-    ("harness/provenance.py", "robustbench"): "a distribution whose version is recorded",
-    ("harness/aggregate.py", "adaptive"): "the recorded field saying an attack goes through the defense",
+    ("harness/api/losses.py", "none"): "torch's reduction argument",
+    ("harness/api/compat.py", "autoattack"): "the module name robustbench imports",
+    ("harness/api/compat.py", "square"): "a pyautoattack submodule",
+    ("harness/api/compat.py", "robustbench"): "the library's module name",
+    ("harness/run/provenance.py", "torchattacks"): "a distribution whose version is recorded",
+    ("harness/run/provenance.py", "robustbench"): "a distribution whose version is recorded",
+    ("harness/analysis/aggregate.py", "adaptive"): "the recorded field saying an attack goes through the defense",
     ("reports/warnings.py", "adaptive"): "the recorded field saying an attack goes through the defense",
     ("reports/render.py", "adaptive"): "the file name adaptive.tex",
 }
@@ -52,14 +52,20 @@ def test_ci_runs_the_readmes_two_commands_as_written_in_a_new_virtual_environmen
     assert "python3 -m venv" in ci and "--system-site-packages" not in ci
 
 
-def test_the_readmes_layout_table_names_every_module_of_the_core():
+def test_the_readmes_layout_table_matches_the_tree_of_the_core():
+    """A row per folder of the core, naming every module in it and no module that is not there."""
     readme = (REPO / "README.md").read_text()
     table = readme.split("### Layout", 1)[1].split("\n\n", 2)[1]
-    for folder in ("harness", "reports"):
-        row = next(line for line in table.splitlines() if line.startswith(f"| `{folder}/`"))
-        named = set(re.findall(r"`(\w+)`", row))
+    folders = ["reports", *sorted(str(p.parent.relative_to(REPO)) for p in (REPO / "harness").rglob("__init__.py"))]
+    rows = {line.split("`")[1].rstrip("/"): line for line in table.splitlines() if line.startswith("| `")}
+    assert {f for f in rows if f.startswith("harness")} == {f for f in folders if f.startswith("harness")}
+    for folder in folders:
+        named = set(re.findall(r"`(\w+)`", rows[folder].split("|")[2]))
         modules = {p.stem for p in (REPO / folder).glob("*.py") if p.stem not in ("__init__", "__main__")}
         assert modules <= named, f"{folder}/: the README's layout table leaves out {sorted(modules - named)}"
+        if folder != "reports":
+            stale = {n for n in named if n.islower()} - modules - {"__init__"}   # a module that is not there
+            assert not stale, f"{folder}/: the README's layout table names {sorted(stale)}, not in the folder"
 
 
 def test_the_core_imports_no_plugin_module():

@@ -21,16 +21,16 @@ import sqlite_utils
 import torch
 
 from conftest import REPO, digits_grid, harness_cli
-from harness.config import identity_hash, load_grid
-from harness.errors import AttackOutputError, PluginCrash, PluginError
-from harness.hookspecs import hookimpl
-from harness.interfaces import Attack, AttackOutput, Defense
-from harness.notices import Notice
-from harness.plan import plan
-from harness.registry import Registry
-from harness.runner import run_grid
-from harness.specs import Kind, param, spec_from_dataclass
-from harness.store import Store
+from harness.analysis.notices import Notice
+from harness.api.errors import AttackOutputError, PluginCrash, PluginError
+from harness.api.hookspecs import hookimpl
+from harness.api.interfaces import Attack, AttackOutput, Defense
+from harness.api.registry import Registry
+from harness.api.specs import Kind, param, spec_from_dataclass
+from harness.grid.config import identity_hash, load_grid
+from harness.grid.plan import plan
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 from harness_plugins.attacks.pgd import PGD
 
 HEDGE_FAST = '[[defenses]]\nplugin = "hedge"\nsteps = 3\neps_d = 0.1\nstep_size = 0.05\n'
@@ -404,7 +404,7 @@ def test_units_that_record_more_are_not_copied_from_units_that_recorded_less(tmp
 
 def test_what_a_plugin_prints_is_kept_once_per_unit_for_the_report_not_mixed_into_the_output(tmp_path, registry_plus,
                                                                                                capsys):
-    from harness.summary import warnings_for
+    from harness.analysis.summary import warnings_for
 
     grid = load_grid(digits_grid(tmp_path, n=60, batch_size=20, attacks='[[attacks]]\nplugin = "chatty"\nsteps = 2\n'),
                      registry_plus)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.threat import Norm, ThreatModel
+from harness.api.threat import Norm, ThreatModel
 
 
 @settings(max_examples=60, deadline=None)

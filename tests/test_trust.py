@@ -13,20 +13,20 @@ from pathlib import Path
 import pytest
 
 from conftest import digits_grid
+from harness.api.errors import StoreError
+from harness.api.registry import Registry
+from harness.api.specs import Kind
 from harness.cli import main
-from harness.config import load_grid
-from harness.errors import StoreError
-from harness.fingerprint import file_sha256
-from harness.registry import Registry
-from harness.runner import run_grid
-from harness.specs import Kind
-from harness.store import Store
+from harness.grid.config import load_grid
+from harness.grid.fingerprint import file_sha256
+from harness.run.runner import run_grid
+from harness.storage.store import Store
 
 PLUGIN = '''"""A third party's attack: PGD under another name."""
 from dataclasses import dataclass
 
-from harness.hookspecs import hookimpl
-from harness.specs import Kind, spec_from_dataclass
+from harness.api.hookspecs import hookimpl
+from harness.api.specs import Kind, spec_from_dataclass
 from harness_plugins.attacks.pgd import PGD
 
 
@@ -193,7 +193,7 @@ def test_a_read_sees_the_write_ahead_log_and_leaves_the_folder_as_it_found_it(tm
 def test_a_folder_where_nothing_can_be_written_is_refused_rather_than_read_stale(tmp_path, registry, monkeypatch):
     """A read-only mount: SQLite cannot make the -shm it needs to read a -wal. Reading the file alone would show
     older numbers, so the read is refused; without a pending -wal the file is the whole database, and is read."""
-    import harness.store as store_module
+    import harness.storage.store as store_module
 
     real_connect = store_module._connect
 
@@ -252,8 +252,8 @@ def test_figures_print_a_label_with_dollars_as_plain_text(tmp_path, registry, ca
 def test_a_run_recorded_on_another_kind_of_device_is_not_extended_unasked(tmp_path, registry):
     """CPU and CUDA draw different random numbers: a database holding this grid's run from the other kind of device
     is refused with one line, unless the run is continued explicitly; then the run record says so."""
-    from harness.config import Overrides
-    from harness.errors import HarnessError
+    from harness.api.errors import HarnessError
+    from harness.grid.config import Overrides
 
     path = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 2\n')
     # the first part of the run as a CUDA machine records it (computed here, on the CPU, under its identity)

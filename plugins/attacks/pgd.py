@@ -1,4 +1,4 @@
-"""PGD and CW-L∞: one loop (harness.sign_gradient.ascend), two losses."""
+"""PGD and CW-L∞: one loop (harness.api.sign_gradient.ascend), two losses."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""harness.analysis: see the README's layout table."""

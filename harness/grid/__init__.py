@@ -1,0 +1,1 @@
+"""harness.grid: see the README's layout table."""

@@ -1,0 +1,1 @@
+"""harness.run: see the README's layout table."""

@@ -1,0 +1,1 @@
+"""harness.storage: see the README's layout table."""
