@@ -267,3 +267,39 @@ def test_a_grid_without_defenses_needs_exactly_one_reference(tmp_path):
                                           r"role 'reference' to use by default; found 'as-is' .*, 'none' .*"
                                           r"Allowed: list the one to use under \[\[defenses\]\]"):
         load_grid(digits_grid(tmp_path, n=10), _with_as_is())
+
+
+@pytest.mark.parametrize("presets,message", [
+    ({"paper": {"stepsize": 0.007}}, r"its 'paper' preset sets stepsize, which it has no parameter of; its parameters "
+                                     r"are .*step_size"),
+    ({"papr": {"step_size": 0.007}}, r"declares a preset 'papr'; the presets are honest, paper"),
+])
+def test_a_typo_in_a_plugins_preset_is_an_error_not_a_preset_silently_ignored(tmp_path, presets, message):
+    from harness.api import Attack, Passes, param
+    from harness.grid.config import load_grid
+
+    @dataclass(frozen=True)
+    class Stepped(Attack):
+        """Does nothing, in steps."""
+        step_size: float = param(0.01, "step")
+
+        def __call__(self, model, x, y, threat, *, generator):
+            return x
+
+        def passes(self, threat):
+            return Passes(0, 0)
+
+    Stepped.presets = presets
+    module = types.ModuleType("typo_preset")
+
+    @hookimpl
+    def harness_attacks() -> list[PluginSpec]:
+        return [spec_from_dataclass(Stepped, name="stepped", kind=Kind.ATTACK)]
+
+    module.harness_attacks = harness_attacks
+    with pytest.warns(DeprecationWarning):
+        registry = Registry(extra_modules=(module,))
+    grid = digits_grid(tmp_path, attacks='[[attacks]]\nplugin = "stepped"\n')
+    with pytest.raises(PluginError, match=r"attack plugin 'stepped' from \(registered in code: typo_preset\)" + ".*"
+                       + message):
+        load_grid(grid, registry)

@@ -219,11 +219,28 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, threat
         eps = preset.radius(radius(raw["eps"], threat.norm, file, f"{key}.eps"))
     reserved = ("plugin", "label", "eps", "ladder") if kind is Kind.ATTACK else ("plugin", "label")
     params = _params(spec, {k: v for k, v in raw.items() if k not in reserved}, file, key)
-    preset_params = dict(spec.declared("presets", {}).get(preset.name, {}))   # what the entry sets itself wins
+    preset_params = dict(_checked_presets(spec).get(preset.name, {}))   # what the entry sets itself wins
     params = tuple(sorted({**preset_params, **dict(params)}.items()))
     entry = Entry(plugin=name, label=shown, params=params, eps=eps, code=spec.code)
     plugin = _check(spec, entry, file, key, threat if eps is None else ThreatModel(threat.norm, eps))
     return replace(entry, display=plugin.shown_name()) if isinstance(plugin, Plugin) else entry
+
+
+def _checked_presets(spec: PluginSpec) -> dict[str, Any]:
+    """A plugin's declared presets, each naming a preset that exists and setting only its parameters: a typo
+    there would otherwise be ignored, and the preset would silently not be the released setting."""
+    presets = dict(spec.declared("presets", {}))
+    names = {p.name for p in spec.params}
+    for name, values in presets.items():
+        if name not in PRESETS:
+            raise PluginError(f"{spec.kind.value} plugin {spec.name!r} from {spec.distribution} declares a preset "
+                              f"{name!r}; the presets are {', '.join(sorted(PRESETS))}")
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise PluginError(f"{spec.kind.value} plugin {spec.name!r} from {spec.distribution}: its {name!r} preset sets "
+                              f"{', '.join(unknown)}, which it has no parameter of; its parameters are "
+                              f"{', '.join(sorted(names)) or '(none)'}")
+    return presets
 
 
 def _check(spec: PluginSpec, entry: Entry, file: str, key: str, threat: ThreatModel) -> Any:
