@@ -29,5 +29,5 @@ if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
 fi
 "$PY" -m pip install --quiet -e ".[test]"
 command -v pyenv >/dev/null && pyenv rehash || true   # make the `harness` console script visible
-"$PY" -c "import harness.compat as c; c.import_robustbench()"   # robustbench + the autoattack alias work
+"$PY" -c "import harness.api.compat as c; c.import_robustbench()"   # robustbench + the autoattack alias work
 echo "setup: done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
