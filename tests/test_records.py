@@ -42,9 +42,11 @@ def test_each_record_database_is_one_self_contained_file():
         conn.close()
 
 
-def test_a_database_written_before_the_core_moved_into_packages_resumes_after_it(tmp_path, registry):
-    """tests/golden/run.sqlite was written by the flat harness/ of 0.1.0: the same grid has the same run id and
-    unit keys now, so running it into a copy computes nothing and leaves every row as it was."""
+def test_a_recorded_database_resumes_in_another_checkout_and_virtual_environment(tmp_path, registry):
+    """tests/golden/run.sqlite was written in the developers' checkout and virtual environment: the same grid
+    has the same run id and unit keys wherever the checkout and the installed packages live (the digits file
+    inside scikit-learn is named from site-packages), so running it into a copy computes nothing and leaves
+    every row as it was."""
     import shutil
 
     from harness.grid.config import Overrides, load_grid
@@ -61,6 +63,19 @@ def test_a_database_written_before_the_core_moved_into_packages_resumes_after_it
         run_grid(grid, registry, store=store, progress=False)
         assert [r.run_id for r in store.runs()] == [before.run_id]
         assert store.results(before.run_id).equals(rows)
+
+
+def test_files_in_the_installed_packages_or_the_home_folder_are_named_from_there():
+    import sysconfig
+    from pathlib import Path
+
+    from harness.grid.fingerprint import portable
+
+    inside = Path(sysconfig.get_paths()["purelib"]) / "sklearn" / "datasets" / "data" / "digits.csv.gz"
+    assert portable(inside) == "<site-packages>/sklearn/datasets/data/digits.csv.gz"
+    assert portable(Path.home() / ".cache" / "cifar10" / "data_batch_1") == "~/.cache/cifar10/data_batch_1"
+    assert portable(Path("checkpoints/digits-fgsm-rs.pt")) == "checkpoints/digits-fgsm-rs.pt"   # as the grid wrote it
+    assert portable(Path("/usr/share/datasets/x.gz")) == "/usr/share/datasets/x.gz"
 
 
 def test_the_old_module_names_import_the_moved_modules_and_warn():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sysconfig
 from pathlib import Path
 
 CACHE_ENV = "HARNESS_CACHE"
@@ -62,7 +63,23 @@ def contents(paths: list[Path]) -> tuple[tuple[str, str], ...]:
     """(path, sha256) for each file; a file that does not exist (yet) is recorded as "missing"."""
     cache = _load_cache()
     size = len(cache)
-    out = tuple((str(p), file_sha256(p, cache) if p.is_file() else MISSING) for p in paths)
+    out = tuple((portable(p), file_sha256(p, cache) if p.is_file() else MISSING) for p in paths)
     if len(cache) != size:
         _save_cache(cache)
     return out
+
+
+def portable(path: Path) -> str:
+    """How a file is named in an identity: as the plugin gave it, except a file inside the installed packages
+    (scikit-learn's digits) or the home folder (a download cache), named from there. The same data in another
+    virtual environment, or under another user, is then the same run, and resumes."""
+    resolved = path.expanduser().resolve() if path.is_absolute() else None
+    if resolved is None:
+        return str(path)
+    for label, root in (("<site-packages>", sysconfig.get_paths()["purelib"]),
+                        ("<site-packages>", sysconfig.get_paths()["platlib"]), ("~", str(Path.home()))):
+        root_path = Path(root).resolve()
+        if resolved.is_relative_to(root_path):
+            return f"{label}/{resolved.relative_to(root_path).as_posix()}"
+    return str(path)
+
