@@ -192,3 +192,29 @@ def test_a_unit_records_the_passes_it_made_and_its_floor(tmp_path, registry):
     # the clean unit's one prediction, and the gradient-norm check the reports use (one more of each)
     assert (clean.counted_forward, clean.counted_backward) == (40 * 2, 40 * 1)
     assert (clean.floor_forward, clean.floor_backward) == (40 * 1, 0)
+
+
+def _bpda(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runner: DrawRunner, defense: Defense):
+    leaf = x.clone().requires_grad_(True)
+    logits = Defended(model, defense, gen(3), runner=runner)(leaf)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(logits, y, reduction="sum"), leaf)
+    return logits.detach(), grad
+
+
+def test_bpda_through_the_released_hedge_holds_one_graph_at_a_time_with_the_same_gradient(near_the_boundary,
+                                                                                          digits_robust):
+    """The released Hedge predicts from K − 1 iterates: BPDA's surrogate sums the model at each. Once a chunk is
+    set (by hand, or on running out of memory) the points are taken a chunk of rows at a time in the backward
+    pass: the same logits and the same input gradient as one graph per point."""
+    released = Hedge(eps_d=0.1, steps=4, step_size=0.05, predict="released")
+    x, y = near_the_boundary
+    x, y = x[:40], y[:40]
+    whole = _bpda(digits_robust, x, y, DrawRunner(), released)
+    for runner in (DrawRunner(7), DrawRunner(40)):
+        got = _bpda(digits_robust, x, y, runner, released)
+        assert torch.allclose(got[0], whole[0], atol=1e-5) and torch.allclose(got[1], whole[1], atol=1e-6)
+    tight, runner = RunsOutOfMemory(digits_robust, limit=8), DrawRunner()
+    got = _bpda(tight, x, y, runner, released)
+    assert tight.refused > 0 and runner.smallest_chunk is not None and runner.smallest_chunk <= 8
+    assert torch.allclose(got[0], whole[0], atol=1e-5) and torch.allclose(got[1], whole[1], atol=1e-6)
+    assert whole[1].abs().sum() > 0

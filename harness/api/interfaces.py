@@ -183,6 +183,12 @@ class Defense(Plugin):
         By default one, the purified input; override together with :meth:`logits`."""
         return [self.purify(model, x, generator=generator)]
 
+    def bpda_logits(self, model: nn.Module, x: Tensor, *, generator: torch.Generator) -> Tensor | None:
+        """BPDA's surrogate for a defense that is not a transformation of the input (it adapts the model, or
+        ensembles it): logits differentiable in x whose value is the defended prediction. None (the default): the
+        model at each of :meth:`prediction_points`, with the identity as the defense's backward pass."""
+        return None
+
     def draws(self, votes: int) -> int:
         """Predictions per example when scored: a majority over ``votes`` draws if random, else one."""
         return votes if self.randomized else 1
@@ -269,5 +275,6 @@ def plugin_facts(obj: Any) -> Mapping[str, Any]:
     if isinstance(obj, Attack):
         facts.update(access=Access(obj.access).value, adaptive=obj.adaptive, benchmark=obj.benchmark)
     if isinstance(obj, Defense):
-        facts.update(randomized=bool(obj.randomized))
+        cost = obj.passes()
+        facts.update(randomized=bool(obj.randomized), passes=[cost.forward, cost.backward])
     return facts

@@ -173,7 +173,8 @@ class Defended(nn.Module):
     gradient = "bpda": the defense runs without gradient and the backward pass is the identity, so the
     gradient is that of the model at the defended point (Athalye et al.'s BPDA, as Croce et al. use it). A
     defense that predicts from several points (the released Hedge sums the logits of its iterates) gives the
-    sum of the model at each, so the surrogate's value is the prediction that is scored.
+    sum of the model at each, so the surrogate's value is the prediction that is scored. A defense that adapts
+    or ensembles the model rather than moving the input gives its own surrogate (``Defense.bpda_logits``).
     gradient = "full": differentiate through the defense itself (feasible for few Hedge steps).
     Randomness is drawn from ``generator``; each forward call is one fresh draw (EOT averages them).
     :meth:`predict` is the scored prediction: a majority over ``votes`` draws when the defense is
@@ -202,9 +203,19 @@ class Defended(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.gradient == "full":
             return self._through_defense(x)
+        surrogate = self.defense.bpda_logits(self.model, x, generator=self.generator)
+        if surrogate is not None:
+            return surrogate
         points = self.runner.points(self.model, self.defense, x.detach(), self.generator)
-        # the value at each defended point, identity backward (most defenses predict from one point)
-        return sum(self.model(x + (points[:, p] - x).detach()) for p in range(points.shape[1]))
+        if self.runner.chunk is None or not torch.is_grad_enabled():
+            try:
+                # the value at each defended point, identity backward (most defenses predict from one point)
+                return sum(self.model(x + (points[:, p] - x).detach()) for p in range(points.shape[1]))
+            except torch.OutOfMemoryError:   # one graph per point and row was too much: a chunk at a time
+                self.runner.chunk = self.runner.smallest_chunk = max(len(x) // 2, 1)
+                if x.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return _PointwiseBPDA.apply(x, points, self)
 
     def _through_defense(self, x: Tensor) -> Tensor:
         """The logits through the unrolled defense, differentiable in x. The whole batch at once (one graph) while
@@ -261,3 +272,35 @@ class _ChunkedThroughDefense(torch.autograd.Function):
         generator.set_state(ctx.after)
         return grad, None
 
+
+class _PointwiseBPDA(torch.autograd.Function):
+    """BPDA's surrogate (the sum of the model at each defended point, identity backward) holding one graph at a time.
+
+    The released Hedge predicts from its K − 1 iterates, so the plain surrogate keeps K − 1 graphs of the batch
+    until the attack's backward pass. Here the forward pass computes the logits without a graph, and the backward
+    pass takes the model's input gradient at each point, a chunk of rows at a time (``runner.chunk``): the same
+    value and gradient, for one more forward pass per point."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, points: Tensor, defended: Defended) -> Tensor:  # type: ignore[override]
+        ctx.defended = defended
+        ctx.save_for_backward(points)
+        chunk = defended.runner.chunk or len(x)
+        with torch.no_grad():
+            return torch.cat([sum(defended.model(points[i:i + chunk, p]) for p in range(points.shape[1]))
+                              for i in range(0, len(x), chunk)])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (points,), model = ctx.saved_tensors, ctx.defended.model
+        chunk = ctx.defended.runner.chunk or len(points)
+        parts = []
+        for i in range(0, len(points), chunk):
+            grad = torch.zeros_like(points[i:i + chunk, 0])
+            for p in range(points.shape[1]):
+                with torch.enable_grad():
+                    leaf = points[i:i + chunk, p].detach().requires_grad_(True)
+                    logits = model(leaf)
+                    grad += torch.autograd.grad((logits * grad_out[i:i + chunk].to(logits.dtype)).sum(), leaf)[0]
+            parts.append(grad)
+        return torch.cat(parts), None, None
