@@ -89,6 +89,12 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
                           defenses=_labels(args.defenses, "--defenses"), threads=args.threads,
                           resume_from_device=args.resume_from_device, model_dir=args.model_dir)
     grid = load_grid(args.grid, registry, overrides=overrides)
+    if grid.batch_size_auto and not args.dry_run:
+        from harness.run.autobatch import resolve_batch_size
+
+        grid = resolve_batch_size(grid, registry)
+        if not args.quiet:
+            print(f"batch_size = \"auto\": {grid.batch_size} on {grid.device_kind}", file=sys.stderr, flush=True)
     if args.shard_size is not None and args.shard_size % grid.batch_size and args.shard_size < grid.n_examples:
         raise HarnessError(f"--shard-size {args.shard_size} must be a multiple of the grid's batch_size "
                            f"{grid.batch_size}, so that shards draw the same random numbers as one pass over a unit")
@@ -229,8 +235,32 @@ def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
     from harness.storage.store import Store
 
     with Store(args.db, readonly=True) as store:
-        _print_summary(store, args.run, args.format)
+        if args.leaderboard:
+            _print_leaderboard(store, args.run, args.format)
+        else:
+            _print_summary(store, args.run, args.format)
     return 0
+
+
+def _print_leaderboard(store, run_id, form: str = "text") -> None:
+    from harness_reports.comparisons import convergence
+    from harness_reports.leaderboard import leaderboard, leaderboard_frame
+    from harness_reports.naming import display_names
+
+    run = store.run(run_id)
+    frame = leaderboard_frame(leaderboard(store, run, convergence(store, run, display_names(run))))
+    if form != "text":
+        print(frame.to_csv(index=False).rstrip("\n") if form == "csv" else frame.to_json(orient="records", indent=1))
+        return
+    print(f"run {run.run_id} — {run.dataset_display}, n={run.n_examples}, {run.norm} eps={run.eps:.5g}, "
+          f"votes={run.votes}, device {run.device}")
+    if frame.empty:
+        print("no test-time defense in this run: a leaderboard ranks defenses beside the reference (no defense)")
+        return
+    print("ranked by the adaptive worst case (correct under every attack, transfer and adaptive); accuracy in %; "
+          "vs reference: paired difference in points (95% interval) and McNemar p; masking?: a gradient-free attack "
+          "beat every gradient-based one")
+    print(frame.to_string(index=False, line_width=shutil.get_terminal_size((160, 24)).columns))
 
 
 def cmd_compare(args: argparse.Namespace, registry: Registry) -> int:
@@ -374,6 +404,9 @@ def parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--run", help="run id (a prefix is enough); default: the latest")
     p.add_argument("--format", choices=["text", "csv", "json"], default="text",
                    help="text (default): the report's main table fitted to the terminal; csv, json: one row per cell")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="rank each model × defense by its adaptive worst case, with the attacks that set it, the "
+                   "paired difference against no defense, convergence and passes per prediction")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("compare", help="compare two runs example by example (paired differences, McNemar)",
                        description="Match two runs' rows by model, attack, defense, repeat and example, and compare "

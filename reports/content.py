@@ -29,6 +29,7 @@ from harness_reports.comparisons import (
     defense_pairs,
     transfer_against_adaptive,
 )
+from harness_reports.leaderboard import LeaderRow, leaderboard
 from harness_reports.naming import COLUMN_NAMES, display_names, with_role
 from harness_reports.reproduction import Reproduction, reproduction
 from harness_reports.warnings import automatic_checks
@@ -216,6 +217,7 @@ class ReportContent:
     paired: tuple[PairedRow, ...] = ()             # each test-time defense against the reference
     transfer_adaptive: tuple[PairedRow, ...] = ()  # each defense's transfer worst case against its adaptive one
     convergence: tuple[Convergence, ...] = ()      # adaptive budget ladders
+    leaderboard: tuple[LeaderRow, ...] = ()        # every model × defense ranked by its adaptive worst case
     verdicts: tuple[str, ...] = ()                 # what the adaptive evaluation says of each test-time defense
     gaps: tuple[Gaps, ...] = ()
     sweeps: tuple[Sweep, ...] = ()
@@ -504,6 +506,7 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     transfer_adaptive = [] if empty else transfer_against_adaptive(store, run, names)
     ladders = [] if empty else convergence(store, run, names)
     gains = [] if empty else adaptive_gains(store, run, names)
+    board = [] if empty else leaderboard(store, run, ladders)
     reproduced = reproduction(run, table_cells, names)
     return ReportContent(
         spread=PRESETS[run.preset].spread_name,
@@ -515,7 +518,7 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
                                                   unevaluated=unevaluated),
         adaptive=_adaptive_rows(table_cells, models, test_time, names) if has_adaptive else (),
         has_adaptive=has_adaptive, flips=flips, paired=tuple(pairs), transfer_adaptive=tuple(transfer_adaptive),
-        convergence=tuple(ladders), verdicts=tuple(v for _, v in gains), gaps=_gaps(store, run), sweeps=tuple(sweeps),
+        convergence=tuple(ladders), leaderboard=tuple(board), verdicts=tuple(v for _, v in gains), gaps=_gaps(store, run), sweeps=tuple(sweeps),
         heatmaps=tuple(heatmaps), examples=_examples(store, run, names),
         warnings=tuple(automatic_checks(store, run, table_cells, names, pairs, ladders, reproduced)),
         missing=tuple(missing), reproduction=reproduced)

@@ -22,23 +22,26 @@ from harness_reports.reproduction import VERDICT_HALF_WIDTH, Reproduction, bench
 
 
 def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[Notice]:
-    """A score- or label-only attack that does better than every gradient attack points at gradient masking."""
-    access = {a["label"]: a.get("access", "white-box") for a in attacks if not a.get("adaptive")}
-    white = [a for a, kind in access.items() if kind == "white-box"]
-    black = [a for a, kind in access.items() if kind == "black-box"]
-    if not white or not black:
-        return []
+    """A score- or label-only attack that does better than every gradient attack points at gradient masking; the
+    transfer attacks and the attacks through the defense are compared each among themselves."""
     notes = []
-    for (model, defense), group in cells.groupby(["model", "defense"], sort=False):
-        acc = dict(zip(group.key, group["mean"]))
-        best_white = min((acc[a], a) for a in white if a in acc) if any(a in acc for a in white) else None
-        best_black = min((acc[a], a) for a in black if a in acc) if any(a in acc for a in black) else None
-        if best_white and best_black and best_black[0] < best_white[0]:
-            notes.append(Notice("black-box-beats-white-box",
-                                f"{model} with defense {defense}: the black-box attack {best_black[1]} "
-                                f"({best_black[0]:.2f}%) beats every white-box attack (best: {best_white[1]}, "
-                                f"{best_white[0]:.2f}%). Gradients may be masked or obfuscated; the white-box "
-                                "numbers are not a reliable bound."))
+    for adaptive in (False, True):
+        access = {a["label"]: a.get("access", "white-box") for a in attacks if bool(a.get("adaptive")) == adaptive}
+        white = [a for a, kind in access.items() if kind == "white-box"]
+        black = [a for a, kind in access.items() if kind == "black-box"]
+        if not white or not black:
+            continue
+        where = " through the defense" if adaptive else ""
+        for (model, defense), group in cells.groupby(["model", "defense"], sort=False):
+            acc = dict(zip(group.key, group["mean"]))
+            best_white = min((acc[a], a) for a in white if a in acc) if any(a in acc for a in white) else None
+            best_black = min((acc[a], a) for a in black if a in acc) if any(a in acc for a in black) else None
+            if best_white and best_black and best_black[0] < best_white[0]:
+                notes.append(Notice("black-box-beats-white-box",
+                                    f"{model} with defense {defense}: the black-box attack {best_black[1]}{where} "
+                                    f"({best_black[0]:.2f}%) beats every white-box attack{where} (best: "
+                                    f"{best_white[1]}, {best_white[0]:.2f}%). Gradients may be masked or obfuscated; "
+                                    "the white-box numbers are not a reliable bound."))
     return notes
 
 

@@ -3,6 +3,7 @@ and driver restarts, with shards of a unit spread over workers."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -123,3 +124,33 @@ def test_shard_size_must_align_with_batches(cluster, tmp_path, registry):
     grid = ray_grid(tmp_path, registry)
     with pytest.raises(HarnessError, match="multiple of the grid's batch_size 20"):
         run_with_ray(grid, registry, Store(grid.db), shard_size=30, progress=False)
+
+
+def recording_workers(log: str):
+    """A task body that notes which process ran it and how many models that process had loaded by then."""
+    def body(grid, unit, start, stop, *data):
+        result = evaluate_range(grid, unit, start, stop, *data)
+        with open(log, "a") as f:
+            f.write(f"{result['process']} {result['loads']}\n")
+        return result
+    return body
+
+
+def test_workers_are_reused_and_load_the_model_once_each(cluster, reference, tmp_path, registry):
+    log = tmp_path / "workers.log"
+    grid = ray_grid(tmp_path, registry)
+    store = Store(grid.db)
+    run_with_ray(grid, registry, store, shard_size=20, progress=False, task_body=recording_workers(str(log)))
+    assert rows_of(store, grid.run_id) == reference
+    seen = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    assert len(seen) == 9 and len({pid for pid, _ in seen}) < 9            # processes ran several shards each
+    assert all(loads == 1 for _, loads in seen)                            # and loaded the model once
+
+
+def test_gpu_tasks_keep_their_worker_between_tasks(tmp_path, registry):
+    from harness.run.ray_executor import task_options
+
+    grid = dataclasses.replace(ray_grid(tmp_path, registry), device="auto")
+    assert task_options(grid, 4, 3) == {"num_gpus": 1, "max_retries": 3, "max_calls": 0}
+    assert task_options(grid, 0, 3)["num_gpus"] == 0
+    assert task_options(dataclasses.replace(grid, device="cpu"), 4, 3)["num_gpus"] == 0

@@ -351,6 +351,19 @@ def test_black_box_beating_white_box_is_flagged():
     assert black_box_beats_white_box(table, attacks) == []
 
 
+def test_a_gradient_free_attack_through_the_defense_is_held_against_the_gradient_ones_through_it():
+    attacks = [{"label": "pgd", "access": "white-box"}, {"label": "suite: BPDA-PGD", "access": "white-box",
+                                                        "adaptive": True},
+               {"label": "suite: RayS", "access": "black-box", "adaptive": True}]
+    table = pd.DataFrame({"model": ["m"] * 3, "defense": ["tte"] * 3, "key": ["pgd", "suite: BPDA-PGD", "suite: RayS"],
+                          "mean": [30.0, 60.0, 40.0]})
+    # RayS through the defense beats BPDA through it, though not the transfer PGD: masking from the adaptive attacks
+    (note,) = black_box_beats_white_box(table, attacks)
+    assert "suite: RayS through the defense (40.00%)" in note.text and "suite: BPDA-PGD, 60.00%" in note.text
+    table["mean"] = [30.0, 35.0, 40.0]
+    assert black_box_beats_white_box(table, attacks) == []
+
+
 def test_zero_gradient_with_attack_success_is_flagged(golden_db):
     store = Store(str(golden_db))
     rid = store.run().run_id

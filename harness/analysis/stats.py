@@ -69,10 +69,6 @@ class Paired:
         low, high = self.interval
         return low > 0 or high < 0
 
-    @property
-    def discordance(self) -> float:
-        return (self.b + self.c) / self.n if self.n else 0.0
-
     def examples_needed(self, limit: int = 10_000_000) -> int | None:
         """The fewest examples at which, with this difference and this discordance, the interval excludes 0.
 

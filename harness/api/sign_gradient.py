@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from harness.api.threat import Norm, ThreatModel
 
 LossFn = Callable[[Tensor], Tensor]          # logits (N, C) -> per-example loss (N,)
-Observer = Callable[[int, Tensor, Tensor], None]  # (step k, x_k, logits at x_k)
+IterateCallback = Callable[[int, Tensor, Tensor], None]  # (step k, x_k, logits at x_k)
 
 
 def _direction(grad: Tensor, norm: Norm) -> Tensor:
@@ -26,7 +26,7 @@ def _direction(grad: Tensor, norm: Norm) -> Tensor:
 
 
 def ascend(model: nn.Module, x_center: Tensor, x_start: Tensor, loss_fn: LossFn, *, ball: ThreatModel,
-           steps: int, step_size: float, descend: bool = False, observe: Observer | None = None,
+           steps: int, step_size: float, descend: bool = False, observe: IterateCallback | None = None,
            differentiable: bool = False) -> Tensor:
     """Run ``steps`` normalised-gradient steps on ``loss_fn(model(x))`` from ``x_start``.
 

@@ -113,6 +113,9 @@ class GridConfig:
     lipschitz: bool = False    # record the local-Lipschitz gap of every flipped example (Figure 2b); costs gradients
     reported: Reported | None = field(default=None, compare=False)   # a paper's numbers; recorded, not identity
     text: str = field(default="", compare=False)
+    # batch_size = "auto": the largest batch the device fits, found by harness.run.autobatch before the run starts
+    # (the resolved number is in the identity); until then batch_size holds the CPU's choice
+    batch_size_auto: bool = field(default=False, compare=False)
     device_kind: str = "cpu"   # what the rows are computed on: CPU and CUDA draw different random numbers
     # a run recorded on another kind of device that this one continues, asked for explicitly (--resume-from-device)
     resumed_from: str | None = None
@@ -366,6 +369,19 @@ def _resumed_from(kind: str | None, here: str, file: str) -> str | None:
     return kind
 
 
+AUTO_BATCH_ON_CPU = 128   # batch_size = "auto" on a CPU: memory is not what limits it there
+
+
+def _batch_size(raw: dict, file: str) -> int:
+    if raw.get("batch_size") == "auto":
+        return AUTO_BATCH_ON_CPU
+    try:
+        return integer(raw, "batch_size", 128, file, 1)
+    except ConfigError as exc:
+        raise ConfigError(file, "batch_size", f"expected an integer >= 1 or \"auto\", got {raw['batch_size']!r}",
+                          "an integer >= 1, or \"auto\" (the largest batch the GPU fits)") from exc
+
+
 def device_kind(device: str) -> str:
     """What "auto" means on this machine: cuda where torch sees a GPU, else cpu."""
     import torch
@@ -497,7 +513,7 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
     return GridConfig(
         path=file, dataset=dataset, n_examples=n_examples, threat=threat, models=models,
         attacks=attacks, defenses=defenses, repeats=integer(raw, "repeats", 1, file, 1, MAX_REPEATS),
-        seed=integer(raw, "seed", 0, file, 0), batch_size=integer(raw, "batch_size", 128, file, 1),
+        seed=integer(raw, "seed", 0, file, 0), batch_size=_batch_size(raw, file), batch_size_auto=raw.get("batch_size") == "auto",
         device=device, device_kind=device_kind(device), db=db, votes=_votes(raw, file, preset),
         adaptive_votes=None if "votes" in raw or preset.votes == HONEST.votes else HONEST.votes,
         resumed_from=_resumed_from(over.resume_from_device, device_kind(device), file),

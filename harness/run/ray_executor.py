@@ -8,11 +8,15 @@
 - A restarted driver resumes from the database: shards already recorded are not submitted again.
   ``units.done`` stays the finished prefix, so the local executor can resume a Ray run too.
 - Tasks ask for one GPU each where the cluster has GPUs; ``address`` joins an existing cluster.
+- A worker process is reused across tasks (GPU ones too: Ray would otherwise start a fresh process for each GPU
+  task) and keeps its runner, with the last model it loaded, between them: consecutive shards of a model's units
+  load it, initialise CUDA and compile it once per worker.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,22 +62,44 @@ def evaluate_range(grid: GridConfig, unit: Unit, start: int, stop: int, x: torch
     ordered by its threads, and a row must not depend on which process computed it."""
     if grid.threads is not None:
         torch.set_num_threads(grid.threads)
-    registry = Registry()
-    runner = Runner(grid, registry, store=None, progress=False)  # never opens the database
+    runner = _worker_runner(grid)
     data = LabelledData(x.to(runner.device), y.to(runner.device), classes, domain, display)
-    loaded = runner.load_model(grid.models.index(unit.model))
-    records: dict[str, list] = {}
-    seconds, counted, floor, messages, chunk = 0.0, Passes(0, 0), Passes(0, 0), [], None
-    for batch in runner.batches(unit, loaded, data, start, stop):
-        for table, rows in batch.records.items():
-            records.setdefault(table, []).extend(rows)
-        seconds, counted, floor = seconds + batch.seconds, counted + batch.counted, floor + batch.floor
-        messages += batch.messages
-        chunk = batch.smallest_chunk or chunk
-        if after_batch is not None:
-            after_batch(batch)
+    try:
+        loaded = runner.load_model(grid.models.index(unit.model))
+        records: dict[str, list] = {}
+        seconds, counted, floor, messages, chunk = 0.0, Passes(0, 0), Passes(0, 0), [], None
+        for batch in runner.batches(unit, loaded, data, start, stop):
+            for table, rows in batch.records.items():
+                records.setdefault(table, []).extend(rows)
+            seconds, counted, floor = seconds + batch.seconds, counted + batch.counted, floor + batch.floor
+            messages += batch.messages
+            chunk = batch.smallest_chunk or chunk
+            if after_batch is not None:
+                after_batch(batch)
+    except BaseException:
+        _WORKER.clear()   # a task that failed may have left its model in any state: the retry loads it afresh
+        raise
     return {"records": records, "seconds": seconds, "start": start, "stop": stop, "counted": counted, "floor": floor,
-            "smallest_chunk": chunk, "messages": messages, "device": device_name(runner.device)}
+            "smallest_chunk": chunk, "messages": messages, "device": device_name(runner.device),
+            "process": os.getpid(), "loads": runner.loads}
+
+
+# this worker process's runner for the run it last evaluated (one run, one model in memory at a time)
+_WORKER: dict[str, Runner] = {}
+
+
+def _worker_runner(grid: GridConfig) -> Runner:
+    if grid.run_id not in _WORKER:
+        _WORKER.clear()
+        _WORKER[grid.run_id] = Runner(grid, Registry(), store=None, progress=False)  # never opens the database
+    return _WORKER[grid.run_id]
+
+
+def task_options(grid: GridConfig, cluster_gpus: float, max_retries: int) -> dict[str, Any]:
+    """Ray's options for a shard task: one GPU where the cluster has them, and a worker reused across tasks
+    (``max_calls = 0``; Ray's default for a GPU task is a fresh process each time)."""
+    gpu = bool(cluster_gpus) and grid.device != "cpu"
+    return {"num_gpus": 1 if gpu else 0, "max_retries": max_retries, "max_calls": 0}
 
 
 def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = None, *, address: str | None = None,
@@ -95,7 +121,7 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = Non
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0)
-    task = ray.remote(num_gpus=1 if gpus and grid.device != "cpu" else 0, max_retries=max_retries)(task_body)
+    task = ray.remote(**task_options(grid, gpus, max_retries))(task_body)
     x_ref, y_ref = ray.put(data.x.cpu()), ray.put(data.y.cpu())  # one copy in the object store for all tasks
     pending: dict[Any, Shard] = {}
     for unit in units:

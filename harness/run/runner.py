@@ -56,6 +56,7 @@ class Runner:
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
         self._loaded: tuple[int, LoadedModel, LoadedModel] | None = None
+        self.loads = 0   # models loaded by this runner (a Ray worker reuses its runner across shards)
         self.stand_ins: list[str] = []   # models --estimate timed as their architecture, their weights being absent
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
             ([LipschitzGaps()] if grid.lipschitz else [])
@@ -80,6 +81,7 @@ class Runner:
         kept, so that the one a run starts with is not loaded again after the checks."""
         if self._loaded is None or self._loaded[0] != index:
             self._loaded = None   # one model in memory at a time
+            self.loads += 1
             entry = self.grid.models[index]
             with plugin_call("model", entry.label, entry.plugin):
                 plain = build(self.registry, entry, Kind.MODEL).load(self.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -110,3 +111,6 @@ class RayS(Attack, name="rays"):
 
     def passes(self, threat: ThreatModel) -> Passes:
         return Passes(self.n_queries, 0)
+
+    def scaled(self, factor: int) -> RayS:
+        return dataclasses.replace(self, n_queries=self.n_queries * factor)

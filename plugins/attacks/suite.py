@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from harness.api import Attack, AttackSuite, DefendedModel, Defense, Passes, ThreatModel, param
 from harness_plugins.attacks.adaptive import Adaptive, double_in_turn
 from harness_plugins.attacks.hedge_attacks import HedgeAware, ce_gradient
+from harness_plugins.attacks.rays import RayS
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,10 @@ class AdaptiveSuite(AttackSuite, name="adaptive-suite"):
     - **BPDA-PGD**: PGD on the cross-entropy with BPDA gradients averaged over EOT draws;
     - **APGD-CE full**: APGD on the cross-entropy, differentiating through the unrolled defense, cut to
       ``full_gradient_steps`` steps (where BPDA's identity backward is a poor approximation);
-    - **Algorithm 6**: the Hedge paper's own defense-aware attack, looking through the grid's defense.
+    - **Algorithm 6**: the Hedge paper's own defense-aware attack, looking through the grid's defense;
+    - **RayS** (where ``rays_queries`` > 0): the hard-label attack through the defense, one defended draw per query,
+      as Croce et al. ran it against the anti-adversary. It uses no gradient, so where it beats every gradient
+      member, the defense masks its gradients (the report says so).
 
     Arguments:
         n_iter (int): iterations of the two APGD members. Default: 50.
@@ -102,6 +106,8 @@ class AdaptiveSuite(AttackSuite, name="adaptive-suite"):
         full_gradient_steps (int): the defense's steps inside APGD-CE full. Default: 2.
         algorithm6_steps (int): Algorithm 6's attack steps T, each through the grid's full defense. Default: 20,
             the paper's.
+        rays_queries (int): RayS's query budget per example (Croce et al.: 10,000); 0 leaves RayS out, since each
+            query pays the whole defense. Default: 0.
 
     Example grid entry::
 
@@ -119,6 +125,8 @@ class AdaptiveSuite(AttackSuite, name="adaptive-suite"):
     defense_steps_in_attack: int | None = param(5, "an iterative defense's steps inside the BPDA members", minimum=0)
     full_gradient_steps: int = param(2, "the defense's steps inside APGD-CE full", minimum=1)
     algorithm6_steps: int = param(20, "Algorithm 6's attack steps, each through the grid's full defense", minimum=1)
+    rays_queries: int = param(0, "RayS's queries per example through the defense (the gradient-free member); "
+                                 "0: no RayS member", minimum=0)
 
     def members(self) -> list[tuple[str, Attack]]:
         return [
@@ -128,7 +136,7 @@ class AdaptiveSuite(AttackSuite, name="adaptive-suite"):
             ("APGD-CE full", Adaptive(loss="ce", gradient="full", n_iter=self.n_iter, eot=self.eot,
                                       defense_steps_in_attack=self.full_gradient_steps)),
             ("Algorithm 6", HedgeAware(target="defended", steps=self.algorithm6_steps)),
-        ]
+        ] + ([("RayS", RayS(target="defended", n_queries=self.rays_queries))] if self.rays_queries else [])
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
                  generator: torch.Generator) -> Tensor:

@@ -1,0 +1,148 @@
+"""The leaderboard of test-time defenses: every model × defense ranked by its adaptive worst case, never by the
+transfer number, with the attacks that set it, its paired difference against no defense, whether the adaptive
+attacks converged, and what a prediction costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, per_example, worst_columns
+from harness.analysis.pairing import PairedRow, compare
+from harness.api.interfaces import Access, Role
+from harness.storage.records import RunRecord
+from harness.storage.store import Store
+from harness_reports.comparisons import Convergence
+from harness_reports.naming import display_names, with_role
+
+
+@dataclass(frozen=True)
+class Strongest:
+    """The adaptive attack of one kind that left the fewest examples right, and that accuracy (%)."""
+
+    attack: str
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class LeaderRow:
+    model: str
+    defense: str
+    reference: bool                  # the grid's reference defense (no defense): the row every other is paired with
+    clean: float | None              # %
+    transfer: float | None           # worst case over the transfer attacks, %
+    adaptive: float | None           # worst case over every attack, adaptive ones included, %; None: not evaluated
+    gradient: Strongest | None       # the strongest gradient-based adaptive attack
+    black_box: Strongest | None      # the strongest gradient-free adaptive attack
+    versus_reference: PairedRow | None   # adaptive worst case against the reference's, paired by example
+    converged: bool | None           # every budget ladder on this cell converged; None: no ladder
+    forward: int | None              # passes per prediction (every draw of a random defense's vote)
+    backward: int | None
+
+    @property
+    def masking(self) -> bool:
+        """A gradient-free attack beat every gradient-based one: the gradients point the attacks astray."""
+        return self.gradient is not None and self.black_box is not None and \
+            self.black_box.accuracy < self.gradient.accuracy
+
+    @property
+    def verdict(self) -> str:
+        row = self.versus_reference
+        if row is None:
+            return "—"
+        if not row.distinguishable:
+            return f"no evidence of a gain (p = {row.p_value:.3g})" if row.difference >= 0 else \
+                f"no evidence of a loss (p = {row.p_value:.3g})"
+        return f"{'gain' if row.difference > 0 else 'loss'} (p = {row.p_value:.3g})"
+
+
+def _accuracy(frame: pd.DataFrame, model: str, defense: str) -> float | None:
+    cell = frame[(frame.model == model) & (frame.defense == defense)]
+    return None if cell.empty else float(cell.groupby("repeat").correct.mean().mean() * 100)
+
+
+def _cell(frame: pd.DataFrame, model: str, defense: str) -> pd.DataFrame:
+    return frame[(frame.model == model) & (frame.defense == defense)][["repeat", "idx", "correct"]]
+
+
+def _strongest(store: Store, run: RunRecord, attacks: list[str], model: str, defense: str,
+               names: dict[str, str]) -> Strongest | None:
+    found = [(acc, a) for a in attacks
+             if (acc := _accuracy(per_example(store, run.run_id, [a]), model, defense)) is not None]
+    if not found:
+        return None
+    accuracy, attack = min(found, key=lambda pair: pair[0])
+    return Strongest(names.get(attack, attack), accuracy)
+
+
+def _cost(run: RunRecord, entry: dict) -> tuple[int | None, int | None]:
+    passes = entry.get("passes")
+    if passes is None:        # recorded before defenses declared their cost
+        return None, None
+    draws = run.votes if entry.get("randomized") else 1
+    return int(round((passes[0] + 1) * draws)), int(round(passes[1] * draws))
+
+
+def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None = None) -> list[LeaderRow]:
+    """One row per model × defense of a run with a test-time defense, best adaptive worst case first (rows not
+    evaluated adaptively last, unranked)."""
+    names = display_names(run)
+    defenses = run.entries("defenses")
+    if not any(d.get("role") != Role.REFERENCE.value for d in defenses):
+        return []
+    columns = worst_columns(run)
+    reference = next(iter(with_role(run, "defenses", Role.REFERENCE)), None)
+    baseline = next(iter(with_role(run, "attacks", Role.BASELINE)), None)
+    adaptive = set(adaptive_attacks(run))
+    kinds = {a["label"]: a.get("access") for a in run.entries("attacks") if a["label"] in adaptive}
+    gradient = [a for a, access in kinds.items() if access == Access.WHITE_BOX.value]
+    black_box = [a for a, access in kinds.items() if access == Access.BLACK_BOX.value]
+    transfer = per_example(store, run.run_id, columns[WORST_TRANSFER] or [])
+    worst = per_example(store, run.run_id, columns[WORST_ADAPTIVE]) if columns.get(WORST_ADAPTIVE) else None
+    clean = per_example(store, run.run_id, [baseline]) if baseline else None
+    rows = []
+    for model in run.labels("models"):
+        for entry in defenses:
+            defense = entry["label"]
+            versus = None
+            if worst is not None and reference is not None and defense != reference:
+                versus = compare(_cell(worst, model, defense), _cell(worst, model, reference), model,
+                                 "Worst Case (adaptive)", names.get(defense, defense), names.get(reference, reference))
+            shown = names.get(defense, defense)
+            cell_ladders = [c for c in ladders or () if c.model == model and c.defense == shown]
+            rows.append(LeaderRow(
+                model=model, defense=shown, reference=defense == reference,
+                clean=_accuracy(clean, model, defense) if clean is not None else None,
+                transfer=_accuracy(transfer, model, defense),
+                adaptive=_accuracy(worst, model, defense) if worst is not None else None,
+                gradient=_strongest(store, run, gradient, model, defense, names),
+                black_box=_strongest(store, run, black_box, model, defense, names),
+                versus_reference=versus,
+                converged=all(c.converged for c in cell_ladders) if cell_ladders else None,
+                forward=_cost(run, entry)[0], backward=_cost(run, entry)[1]))
+    return sorted(rows, key=lambda r: (r.adaptive is None, -(r.adaptive or 0.0)))
+
+
+def leaderboard_frame(rows: list[LeaderRow]) -> pd.DataFrame:
+    """The leaderboard as a table for the terminal (rank by the adaptive worst case only)."""
+    def number(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    def strongest(s: Strongest | None) -> str:
+        return "—" if s is None else f"{s.attack} {s.accuracy:.1f}"
+
+    out = []
+    for rank, r in enumerate(rows, start=1):
+        out.append({
+            "rank": str(rank) if r.adaptive is not None else "—", "model": r.model,
+            "defense": r.defense + (" (reference)" if r.reference else ""),
+            "clean %": number(r.clean), "transfer %": number(r.transfer), "adaptive %": number(r.adaptive),
+            "gradient-based": strongest(r.gradient), "black-box": strongest(r.black_box) + (" masking?" if r.masking else ""),
+            "vs reference": "—" if r.versus_reference is None else
+            f"{r.versus_reference.difference:+.1f} ({r.versus_reference.low:+.1f} to {r.versus_reference.high:+.1f})",
+            "verdict": r.verdict,
+            "converged": {None: "—", True: "yes", False: "no"}[r.converged],
+            "passes/prediction": "—" if r.forward is None else f"{r.forward} fwd + {r.backward} bwd",
+        })
+    return pd.DataFrame(out)
