@@ -87,7 +87,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     overrides = Overrides(db=args.db, n_examples=args.n_examples, preset=args.preset, dataset=args.dataset,
                           models=_labels(args.models, "--models"), attacks=_labels(args.attacks, "--attacks"),
                           defenses=_labels(args.defenses, "--defenses"), threads=args.threads,
-                          resume_from_device=args.resume_from_device, model_dir=args.model_dir)
+                          resume_from_device=args.resume_from_device, model_dir=args.model_dir,
+                          remote_workers=args.executor == "ray")
     grid = load_grid(args.grid, registry, overrides=overrides)
     if grid.batch_size_auto and not args.dry_run:
         from harness.run.autobatch import resolve_batch_size
@@ -106,15 +107,22 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     from harness.grid.plan import plan
     from harness.run.runner import Runner
 
+    if args.executor == "ray":
+        from harness.run.ray_executor import on_cluster
+
+        grid = on_cluster(grid, address=args.ray_address)   # the workers' device, not this machine's
     if not args.quiet:
         print(f"run {grid.run_id}: {len(plan(grid, registry))} work units on {grid.n_examples} examples of "
               f"{grid.dataset.label}; loading the data and {len(grid.models)} model(s)", file=sys.stderr, flush=True)
-    runner = Runner(grid, registry, progress=not args.quiet)  # opens the database once every check has passed
     if args.executor == "ray":
+        import torch
+
         from harness.run.ray_executor import run_with_ray
 
+        runner = Runner(grid, registry, progress=not args.quiet, device=torch.device("cpu"))
         run_id = run_with_ray(grid, registry, runner=runner, address=args.ray_address, shard_size=args.shard_size)
     else:
+        runner = Runner(grid, registry, progress=not args.quiet)  # opens the database once every check has passed
         run_id = runner.run()
     with runner.store as store:   # closing folds SQLite's write-ahead log into the file
         _print_summary(store, run_id)

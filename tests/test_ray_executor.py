@@ -154,3 +154,32 @@ def test_gpu_tasks_keep_their_worker_between_tasks(tmp_path, registry):
     assert task_options(grid, 4, 3) == {"num_gpus": 1, "max_retries": 3, "max_calls": 0}
     assert task_options(grid, 0, 3)["num_gpus"] == 0
     assert task_options(dataclasses.replace(grid, device="cpu"), 4, 3)["num_gpus"] == 0
+
+
+def test_a_cpu_head_with_gpu_workers_takes_the_workers_device(tmp_path, registry):
+    """A driver without a GPU accepts device = "cuda" for its workers; "auto" means the workers' device; and the
+    run records the device the workers computed on, not the head's."""
+    from harness.api.errors import ConfigError
+    from harness.grid.config import Overrides
+    from harness.run.ray_executor import workers_device_kind
+
+    path = digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=60, batch_size=20)
+    path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no GPU"):
+            load_grid(path, registry)
+    grid = load_grid(path, registry, overrides=Overrides(remote_workers=True))
+    assert grid.device_kind == "cuda"
+    assert workers_device_kind("auto", 2) == "cuda" and workers_device_kind("auto", 0) == "cpu"
+    assert workers_device_kind("cpu", 2) == "cpu"
+
+
+def test_the_run_records_the_device_its_workers_computed_on(cluster, tmp_path, registry):
+    def on_a_gpu(grid, unit, start, stop, *data):
+        return {**evaluate_range(grid, unit, start, stop, *data), "device": "cuda (NVIDIA H200)"}
+
+    grid = ray_grid(tmp_path, registry)
+    store = Store(grid.db)
+    run_with_ray(grid, registry, store, progress=False, task_body=on_a_gpu)
+    assert store.run(grid.run_id).device == "cuda (NVIDIA H200)"

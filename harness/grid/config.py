@@ -90,6 +90,7 @@ class Overrides:
     threads: int | None = None           # torch's CPU threads: how fast, not what is computed
     resume_from_device: str | None = None   # continue a run recorded on this other kind of device (cpu, cuda)
     model_dir: str | None = None         # the weights folder of every model plugin that reads one (model_dir)
+    remote_workers: bool = False         # --executor ray: the workers compute, so this machine needs no GPU for "cuda"
 
 
 @dataclass(frozen=True)
@@ -350,13 +351,13 @@ def _with_role(registry: Registry, kind: Kind, role: Role, file: str, key: str) 
     return specs[0]
 
 
-def _device(raw: dict, file: str) -> str:
+def _device(raw: dict, file: str, remote_workers: bool = False) -> str:
     device = raw.get("device", "auto")
     if device not in DEVICES:
         raise ConfigError(file, "device", f"{device!r} is not a device", ", ".join(DEVICES))
     import torch
 
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not remote_workers and not torch.cuda.is_available():
         raise ConfigError(file, "device", "'cuda' was asked for but torch sees no GPU here", "cpu, auto")
     return device
 
@@ -506,7 +507,7 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
                               ([m.label for m in models], [a.label for a in attacks], [d.label for d in defenses]))
     models = tuple(_with_contents(m, registry.get(Kind.MODEL, m.plugin), lambda source: source.source_files())
                    for m in models)
-    device = _device(raw, file)
+    device = _device(raw, file, over.remote_workers)
     db = over.db or raw.get("db", "results.sqlite")
     if not isinstance(db, str) or not db:
         raise ConfigError(file, "db", f"expected a file path, got {db!r}", "a path such as \"results/run.sqlite\"")

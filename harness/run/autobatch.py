@@ -5,7 +5,8 @@ Each model of the grid runs one forward and one input-gradient backward pass at 
 an attack keeps a few more tensors of the batch than the probe does (and the defended scoring halves its own
 chunks if it still runs out). The resolved number is part of the run's identity, like a written one: batches
 draw their own random numbers, so another batch size is another run, and a device that fits a different batch
-starts its own run instead of mixing rows. On a CPU, memory is not the limit: "auto" is 128 there.
+starts its own run instead of mixing rows. On a CPU, memory is not the limit: "auto" is 128 there (and under
+``--executor ray`` the driver decides, before the workers start: write a number for a cluster of GPU workers).
 """
 
 from __future__ import annotations

@@ -95,6 +95,23 @@ def _worker_runner(grid: GridConfig) -> Runner:
     return _WORKER[grid.run_id]
 
 
+def workers_device_kind(device: str, cluster_gpus: float) -> str:
+    """What a grid's device means on a Ray cluster: its workers', not the driver's (a CPU head with GPU workers
+    computes on CUDA)."""
+    return "cuda" if device != "cpu" and cluster_gpus else "cpu"
+
+
+def on_cluster(grid: GridConfig, *, address: str | None = None, num_cpus: int | None = None) -> GridConfig:
+    """Join (or start) the Ray cluster, and give the grid the kind of device its workers compute on: it is part
+    of the run's identity, and the driver's own device says nothing about it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    kind = workers_device_kind(grid.device, ray.cluster_resources().get("GPU", 0))
+    return grid if kind == grid.device_kind else dataclasses.replace(grid, device_kind=kind)
+
+
 def task_options(grid: GridConfig, cluster_gpus: float, max_retries: int) -> dict[str, Any]:
     """Ray's options for a shard task: one GPU where the cluster has them, and a worker reused across tasks
     (``max_calls = 0``; Ray's default for a GPU task is a fresh process each time)."""
