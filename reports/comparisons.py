@@ -14,16 +14,13 @@ import pandas as pd
 from harness.analysis.aggregate import (
     WORST_ADAPTIVE,
     WORST_TRANSFER,
-    adaptive_attacks,
     per_example,
-    test_time_defenses,
     worst_columns,
 )
 from harness.analysis.pairing import PairedRow, compare
-from harness.api.interfaces import Role
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
-from harness_reports.naming import COLUMN_NAMES, with_role
+from harness_reports.naming import COLUMN_NAMES
 
 
 def _select(frame: pd.DataFrame, model: str, defense: str) -> pd.DataFrame:
@@ -32,16 +29,16 @@ def _select(frame: pd.DataFrame, model: str, defense: str) -> pd.DataFrame:
 
 def defense_pairs(store: Store, run: RunRecord, names: dict[str, str]) -> list[PairedRow]:
     """Every test-time defense against the reference defense, under each attack and each worst case."""
-    reference = next(iter(with_role(run, "defenses", Role.REFERENCE)), None)
+    reference = run.reference_defense
     if reference is None:
         return []
-    columns: dict[str, list[str]] = {a: [a] for a in run.labels("attacks") if a not in adaptive_attacks(run)}
+    columns: dict[str, list[str]] = {a: [a] for a in run.labels("attacks") if a not in run.adaptive_attacks}
     columns.update({k: v for k, v in worst_columns(run).items() if v is not None})
     rows = []
     for key, attacks in columns.items():
         frame = per_example(store, run.run_id, attacks)
         for model in run.labels("models"):
-            for defense in test_time_defenses(run):
+            for defense in run.test_time_defenses:
                 row = compare(_select(frame, model, defense), _select(frame, model, reference), model,
                               COLUMN_NAMES.get(key, names.get(key, key)), names.get(defense, defense),
                               names.get(reference, reference))
@@ -108,13 +105,13 @@ def adaptive_gains(store: Store, run: RunRecord, names: dict[str, str]) -> list[
     """Where a test-time defense's adaptive worst case is above the reference's: the paired difference, and
     what it says."""
     columns = worst_columns(run)
-    reference = next(iter(with_role(run, "defenses", Role.REFERENCE)), None)
+    reference = run.reference_defense
     if columns.get(WORST_ADAPTIVE) is None or reference is None:
         return []
     frame = per_example(store, run.run_id, columns[WORST_ADAPTIVE])
     out = []
     for model in run.labels("models"):
-        for defense in test_time_defenses(run):
+        for defense in run.test_time_defenses:
             row = compare(_select(frame, model, defense), _select(frame, model, reference), model,
                           COLUMN_NAMES[WORST_ADAPTIVE], names.get(defense, defense), names.get(reference, reference))
             if row is None or row.difference <= 0:

@@ -12,14 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, cells, worst_columns
-from harness.analysis.analytics import flip_counts, reference_defense
+from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, cells, worst_columns
+from harness.analysis.analytics import flip_counts
 from harness.analysis.notices import Notice
 from harness.analysis.pairing import PairedRow
 from harness.analysis.stats import wilson
 from harness.api.cost import Passes, ratio
 from harness.api.interfaces import Role
 from harness.grid.presets import HONEST, PRESETS
+from harness.storage.queries import lipschitz_gaps
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 from harness_reports.comparisons import (
@@ -30,7 +31,7 @@ from harness_reports.comparisons import (
     transfer_against_adaptive,
 )
 from harness_reports.leaderboard import LeaderRow, leaderboard
-from harness_reports.naming import COLUMN_NAMES, display_names, with_role
+from harness_reports.naming import COLUMN_NAMES, display_names
 from harness_reports.reproduction import Reproduction, reproduction
 from harness_reports.warnings import automatic_checks
 
@@ -322,7 +323,7 @@ def _votes(store: Store, run: RunRecord) -> str:
 
 def _budgets(run: RunRecord) -> tuple[str, ...]:
     """Each attack through a defense, with every parameter it ran with (the adaptive budget actually used)."""
-    through = set(adaptive_attacks(run))
+    through = set(run.adaptive_attacks)
     return tuple(f"{a['label']} ({a['plugin']}): " + ", ".join(f"{k} = {v}" for k, v in sorted(a["params"].items())
                                                               if k != "target")
                  for a in run.entries("attacks") if a["label"] in through)
@@ -355,7 +356,7 @@ def _flips(store: Store, run: RunRecord, names: dict[str, str], order: list[str]
         return ()
     rank = {label: i for i, label in enumerate(order)}  # grid order: models, then attacks, then defenses
     counts = counts.sort_values(["model", "attack", "defense"], key=lambda col: col.map(rank), kind="stable")
-    attacked = ~counts.attack.isin(with_role(run, "attacks", Role.BASELINE))
+    attacked = ~counts.attack.isin(run.baseline_attacks)
     counts = counts[attacked] if attacked.any() else counts
     mean = counts.groupby(["model", "attack", "defense"], sort=False)[["FtoT", "TtoF", "FtoF", "n"]].mean().reset_index()
     return tuple(FlipRow(r.model, names.get(r.attack, r.attack), names.get(r.defense, r.defense), float(r.FtoT),
@@ -363,7 +364,7 @@ def _flips(store: Store, run: RunRecord, names: dict[str, str], order: list[str]
 
 
 def _gaps(store: Store, run: RunRecord) -> tuple[Gaps, ...]:
-    frame = pd.read_sql_query("SELECT model, kind, gap FROM gaps WHERE run_id = ?", store.db.conn, params=[run.run_id])
+    frame = lipschitz_gaps(store, run.run_id)
     return tuple(Gaps(model, tuple(group[group.kind == "FtoT"].gap), tuple(group[group.kind == "TtoF"].gap))
                  for model, group in frame.groupby("model", sort=False))
 
@@ -438,10 +439,10 @@ def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], 
 
 def _examples(store: Store, run: RunRecord, names: dict[str, str], per_kind: int = 3) -> tuple[Example, ...]:
     """A few FtoT and TtoF examples (Figure 2c): the defense changed the bare model's verdict on them."""
-    reference, classes = reference_defense(run), json.loads(run.classes)
+    reference, classes = run.reference_defense, json.loads(run.classes)
     if reference is None:
         return ()
-    baselines = with_role(run, "attacks", Role.BASELINE)
+    baselines = run.baseline_attacks
     rows = [r for r in store.db.query(
         "SELECT e.* FROM examples e JOIN units u ON u.run_id = e.run_id AND u.unit_key = e.unit_key "
         "WHERE e.run_id = ? AND e.defense != ? AND u.adaptive = 0 "
@@ -468,7 +469,7 @@ def _columns(run: RunRecord) -> tuple[list[str], tuple[str, ...]]:
     """The main table's column keys (the clean baseline, the attacks, the worst cases), and the worst-case
     columns the grid cannot fill."""
     worst_sets = worst_columns(run)
-    baselines = with_role(run, "attacks", Role.BASELINE)
+    baselines = run.baseline_attacks
     keys = baselines + [a for a in run.labels("attacks") if a not in baselines] + list(worst_sets)
     return keys, tuple(k for k, over in worst_sets.items() if over is None)
 
@@ -500,7 +501,7 @@ def build_content(store: Store, run_id: str | None = None) -> ReportContent:
     flips = _flips(store, run, names, models + attacks + defenses)
     sweeps, heatmaps = _sweeps(table_cells, flips, models, run, worst, names)
     has_adaptive = WORST_ADAPTIVE in worst
-    test_time = [d for d in defenses if d not in with_role(run, "defenses", Role.REFERENCE)]
+    test_time = run.test_time_defenses
     empty = table_cells.empty
     pairs = [] if empty else defense_pairs(store, run, names)
     transfer_adaptive = [] if empty else transfer_against_adaptive(store, run, names)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, adaptive_attacks, per_example, worst_columns
+from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, per_example, worst_columns
 from harness.analysis.pairing import PairedRow, compare
-from harness.api.interfaces import Access, Role
+from harness.api.interfaces import Access
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 from harness_reports.comparisons import Convergence
-from harness_reports.naming import display_names, with_role
+from harness_reports.naming import display_names
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,12 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
     evaluated adaptively last, unranked)."""
     names = display_names(run)
     defenses = run.entries("defenses")
-    if not any(d.get("role") != Role.REFERENCE.value for d in defenses):
+    if not run.test_time_defenses:
         return []
     columns = worst_columns(run)
-    reference = next(iter(with_role(run, "defenses", Role.REFERENCE)), None)
-    baseline = next(iter(with_role(run, "attacks", Role.BASELINE)), None)
-    adaptive = set(adaptive_attacks(run))
+    reference = run.reference_defense
+    baseline = next(iter(run.baseline_attacks), None)
+    adaptive = set(run.adaptive_attacks)
     kinds = {a["label"]: a.get("access") for a in run.entries("attacks") if a["label"] in adaptive}
     gradient = [a for a, access in kinds.items() if access == Access.WHITE_BOX.value]
     black_box = [a for a, access in kinds.items() if access == Access.BLACK_BOX.value]

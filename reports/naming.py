@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from harness.analysis.aggregate import WORST, WORST_ADAPTIVE, WORST_TRANSFER
-from harness.api.interfaces import Role
 from harness.storage.records import RunRecord
 
 COLUMN_NAMES = {WORST: "Worst Case", WORST_TRANSFER: "Worst Case (transfer)", WORST_ADAPTIVE: "Worst Case (adaptive)"}
@@ -14,7 +13,3 @@ def display_names(run: RunRecord) -> dict[str, str]:
     default label (the plugin's own name), the grid's label otherwise."""
     return run.table_names()
 
-
-def with_role(run: RunRecord, kind: str, role: Role) -> list[str]:
-    """Labels of the run's entries whose plugins declared ``role``, in grid order."""
-    return [e["label"] for e in run.entries(kind) if e.get("role") == role.value]

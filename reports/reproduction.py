@@ -19,7 +19,7 @@ from harness.analysis.stats import wilson
 from harness.api.interfaces import Role
 from harness.grid.reported import REPORTED_WORST, Reported
 from harness.storage.records import RunRecord
-from harness_reports.naming import COLUMN_NAMES, with_role
+from harness_reports.naming import COLUMN_NAMES
 
 BENCHMARK_SLACK = 1.0   # points a benchmark attack may measure above the reported value before it is flagged
 VERDICT_HALF_WIDTH = 5.0   # no agree/disagree verdict while a measured interval is wider than ± this many points
@@ -86,7 +86,7 @@ def reproduction(run: RunRecord, table_cells: pd.DataFrame, names: dict[str, str
     reported = Reported.from_json(run.reported)
     lookup = {(r.model, r.defense, r.key): r for r in table_cells.itertuples()}
     benchmarks = {a["label"] for a in run.entries("attacks") if a.get("benchmark")}
-    references = set(with_role(run, "defenses", Role.REFERENCE))
+    references = set(run.with_role("defenses", Role.REFERENCE))
     rows = []
     for value in reported.values:
         key = _measured_key(value.attack, run)

@@ -13,11 +13,16 @@ from harness.analysis.notices import Notice
 from harness.analysis.pairing import PairedRow
 from harness.analysis.stats import wilson
 from harness.analysis.summary import warnings_for
-from harness.api.interfaces import Role
+from harness.storage.queries import (
+    adaptively_attacked_defenses,
+    broken_at_zero_gradient,
+    clean_gradient_norms,
+    varying_defenses,
+)
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 from harness_reports.comparisons import Convergence
-from harness_reports.naming import COLUMN_NAMES, with_role
+from harness_reports.naming import COLUMN_NAMES
 from harness_reports.reproduction import VERDICT_HALF_WIDTH, Reproduction, benchmark_above_reported, examples_for
 
 
@@ -47,17 +52,9 @@ def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[
 
 def randomized_without_adaptive(store: Store, run: RunRecord) -> list[Notice]:
     """A defense whose predictions vary between draws or repeats, evaluated by transfer attacks only."""
-    run_id, baselines = run.run_id, with_role(run, "attacks", Role.BASELINE)
-    adaptive_defenses = set(store.db.execute(
-        "SELECT DISTINCT defense FROM results WHERE run_id = ? AND adaptive = 1", [run_id]).fetchall())
-    adaptive_defenses = {d for (d,) in adaptive_defenses}
-    varying = {d for (d,) in store.db.execute(
-        "SELECT DISTINCT defense FROM results WHERE run_id = ? AND vote_frac < 1", [run_id]).fetchall()}
-    # clean inputs are the same in every repeat, so differing clean predictions mean randomness
-    marks = ", ".join("?" for _ in baselines)
-    varying |= {d for (d,) in store.db.execute(
-        f"SELECT DISTINCT defense FROM results WHERE run_id = ? AND attack IN ({marks}) GROUP BY model, defense, idx "
-        "HAVING COUNT(DISTINCT pred) > 1", [run_id, *baselines]).fetchall()}
+    run_id, baselines = run.run_id, run.baseline_attacks
+    adaptive_defenses = adaptively_attacked_defenses(store, run_id)
+    varying = varying_defenses(store, run_id, baselines)
     return [Notice("randomized-unverified", f"defense {d}: its predictions vary between draws or repeats, and no "
                    "adaptive attack (with EOT) targets it in this grid, so its robust accuracy is unverified. Add "
                    "[[attacks]] plugin = \"adaptive-suite\".")
@@ -68,19 +65,13 @@ def zero_gradients(store: Store, run_id: str) -> list[Notice]:
     """Attack success on examples whose input gradient is exactly zero: the loss surface is flat there.
 
     The gradient is recorded on the baseline's (clean) rows only, so a row with one is a clean row."""
-    rows = pd.read_sql_query(
-        "SELECT model, repeat, idx, MIN(grad_norm) AS grad_norm FROM results WHERE run_id = ? "
-        "AND grad_norm IS NOT NULL GROUP BY model, repeat, idx", store.db.conn, params=[run_id])
+    rows = clean_gradient_norms(store, run_id)
     if rows.empty:
         return []
     zero = rows[rows.grad_norm == 0]
     notes = []
     for model, group in zero.groupby("model", sort=False):
-        broken = store.db.execute(
-            "SELECT COUNT(DISTINCT r.repeat || ':' || r.idx) FROM results r JOIN results c ON c.run_id = r.run_id "
-            "AND c.model = r.model AND c.repeat = r.repeat AND c.idx = r.idx AND c.defense = r.defense "
-            "WHERE r.run_id = ? AND r.model = ? AND r.grad_norm IS NULL AND c.correct = 1 "
-            "AND r.correct = 0 AND c.grad_norm = 0", [run_id, model]).fetchone()[0]
+        broken = broken_at_zero_gradient(store, run_id, model)
         if broken:
             notes.append(Notice("zero-gradient", f"{model}: {len(group)} example(s) have a zero input gradient at the "
                                 f"clean point, and attacks still succeed on {broken} of them. Gradient-based attacks "

@@ -235,7 +235,7 @@ def _with_as_is() -> Registry:
 
 @pytest.mark.parametrize("reference", ["none", "as-is"])
 def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, reference):
-    from harness.analysis.analytics import flip_counts, reference_defense
+    from harness.analysis.analytics import flip_counts
     from harness.grid.config import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
@@ -248,7 +248,7 @@ def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, referen
     store = Store(grid.db)
     run_grid(grid, registry, store=store, progress=False)
     run = store.run()
-    assert reference_defense(run) == reference
+    assert run.reference_defense == reference
     flips = flip_counts(store, run.run_id)
     assert set(flips.defense) == {"hedge"} and len(flips) == 2          # hedge against the reference, clean and pgd
     content = build_content(Store(grid.db, readonly=True))

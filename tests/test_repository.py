@@ -32,7 +32,7 @@ COINCIDENCES = {
     ("harness/api/compat.py", "robustbench"): "the library's module name",
     ("harness/run/provenance.py", "torchattacks"): "a distribution whose version is recorded",
     ("harness/run/provenance.py", "robustbench"): "a distribution whose version is recorded",
-    ("harness/analysis/aggregate.py", "adaptive"): "the recorded field saying an attack goes through the defense",
+    ("harness/storage/records.py", "adaptive"): "the recorded field saying an attack goes through the defense",
     ("reports/warnings.py", "adaptive"): "the recorded field saying an attack goes through the defense",
     ("reports/render.py", "adaptive"): "the file name adaptive.tex",
 }

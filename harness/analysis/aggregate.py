@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness.api.interfaces import Role
 from harness.grid.presets import PRESETS
+from harness.storage.queries import per_example as per_example  # its home is the queries module
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 
@@ -19,14 +20,6 @@ WORST = "worst case"
 WORST_TRANSFER = "worst case (transfer)"
 WORST_ADAPTIVE = "worst case (adaptive)"   # the column to report where a grid attacks through its defenses
 CELL_COLUMNS = ["model", "defense", "key", "mean", "std", "repeats", "n"]
-
-
-def adaptive_attacks(run: RunRecord) -> list[str]:
-    return [a["label"] for a in run.entries("attacks") if a.get("adaptive")]
-
-
-def test_time_defenses(run: RunRecord) -> list[str]:
-    return [d["label"] for d in run.entries("defenses") if d.get("role") != Role.REFERENCE.value]
 
 
 def worst_columns(run: RunRecord) -> dict[str, list[str] | None]:
@@ -38,8 +31,8 @@ def worst_columns(run: RunRecord) -> dict[str, list[str] | None]:
     attacks = run.labels("attacks")
     if not PRESETS[run.preset].worst_case_baseline:
         attacks = [a["label"] for a in run.entries("attacks") if a.get("role") != Role.BASELINE.value]
-    adaptive = adaptive_attacks(run)
-    if not adaptive and not test_time_defenses(run):
+    adaptive = run.adaptive_attacks
+    if not adaptive and not run.test_time_defenses:
         return {WORST: attacks}
     return {WORST_TRANSFER: [a for a in attacks if a not in adaptive], WORST_ADAPTIVE: attacks if adaptive else None}
 
@@ -67,11 +60,3 @@ def cells(store: Store, run: RunRecord) -> pd.DataFrame:
     return mean_std(pd.concat(frames, ignore_index=True), ["model", "defense", "key"], PRESETS[run.preset].spread_ddof)
 
 
-def per_example(store: Store, run_id: str, attacks: list[str]) -> pd.DataFrame:
-    """model, defense, repeat, idx, correct: right under every attack in ``attacks`` (one attack: its verdict),
-    over the examples every one of them reached."""
-    marks = ", ".join("?" for _ in attacks)
-    sql = f"""SELECT model, defense, repeat, idx, MIN(correct) AS correct FROM results
-              WHERE run_id = ? AND attack IN ({marks}) GROUP BY model, defense, repeat, idx
-              HAVING COUNT(DISTINCT attack) = ?"""
-    return pd.read_sql_query(sql, store.db.conn, params=[run_id, *attacks, len(attacks)])

@@ -20,35 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.api.interfaces import Role
-from harness.storage.records import RunRecord
+from harness.storage import queries
 from harness.storage.store import Store
-
-
-def reference_defense(run: RunRecord) -> str | None:
-    """The label of the grid's first defense with the reference role (no defense), against which flips count."""
-    return next((d["label"] for d in run.entries("defenses") if d.get("role") == Role.REFERENCE.value), None)
 
 
 def flip_counts(store: Store, run_id: str) -> pd.DataFrame:
     """FtoT (wrong without the defense, right with it), TtoF, FtoF (wrong, then another wrong class), FtoSame and
     TtoT per (model, attack, defense, repeat), against the reference defense."""
-    reference = reference_defense(store.run(run_id))
+    reference = store.run(run_id).reference_defense
     if reference is None:
         return pd.DataFrame(columns=["model", "attack", "defense", "repeat", "FtoT", "TtoF", "FtoF", "FtoSame",
                                      "TtoT", "n"])
-    sql = """
-        SELECT d.model, d.attack, d.defense, d.repeat,
-               SUM(r.correct = 0 AND d.correct = 1) AS FtoT, SUM(r.correct = 1 AND d.correct = 0) AS TtoF,
-               SUM(r.correct = 0 AND d.correct = 0 AND d.pred != r.pred) AS FtoF,
-               SUM(r.correct = 0 AND d.correct = 0 AND d.pred = r.pred) AS FtoSame,
-               SUM(r.correct = 1 AND d.correct = 1) AS TtoT, COUNT(*) AS n
-        FROM results d JOIN results r
-          ON r.run_id = d.run_id AND r.model = d.model AND r.attack = d.attack AND r.repeat = d.repeat
-             AND r.idx = d.idx AND r.defense = ?
-        WHERE d.run_id = ? AND d.defense != ? AND d.adaptive = 0
-        GROUP BY d.model, d.attack, d.defense, d.repeat"""
-    return pd.read_sql_query(sql, store.db.conn, params=[reference, run_id, reference])
+    return queries.flip_counts(store, run_id, reference)
 
 
 def ssim(a: Tensor, b: Tensor) -> float:

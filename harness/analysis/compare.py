@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.analysis.pairing import PairedRow, compare
 from harness.api.errors import HarnessError
+from harness.storage.queries import predictions
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 
@@ -57,18 +58,13 @@ class RunComparison:
         return pd.DataFrame(rows).set_index(CELL) if rows else pd.DataFrame()
 
 
-def _rows(store: Store, run_id: str) -> pd.DataFrame:
-    sql = "SELECT model, attack, defense, repeat, idx, pred, correct FROM results WHERE run_id = ?"
-    return pd.read_sql_query(sql, store.db.conn, params=[run_id])
-
-
 def _cell_names(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
     return set(frame[CELL].drop_duplicates().itertuples(index=False, name=None))
 
 
 def compare_runs(first: tuple[Store, RunRecord], second: tuple[Store, RunRecord]) -> RunComparison:
     """Run A (``first``) against run B, on the cells and examples they share."""
-    a, b = _rows(first[0], first[1].run_id), _rows(second[0], second[1].run_id)
+    a, b = predictions(first[0], first[1].run_id), predictions(second[0], second[1].run_id)
     in_a, in_b = _cell_names(a), _cell_names(b)
     shared = in_a & in_b
     place = {kind: {label: i for i, label in enumerate(first[1].labels(kind))} for kind in ("models", "attacks", "defenses")}

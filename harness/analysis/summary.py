@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from harness.analysis.aggregate import adaptive_attacks, test_time_defenses
 from harness.analysis.notices import Notice
 from harness.storage.store import Store
 
@@ -13,9 +12,9 @@ from harness.storage.store import Store
 def warnings_for(store: Store, run_id: str) -> list[Notice]:
     """A grid with a test-time defense but no adaptive attack overstates that defense's robustness."""
     run = store.run(run_id)
-    test_time = test_time_defenses(run)
+    test_time = run.test_time_defenses
     notes = []
-    if test_time and not adaptive_attacks(run):
+    if test_time and not run.adaptive_attacks:
         notes.append(Notice("transfer-only", f"no adaptive attack in this grid, so the worst case of "
                             f"{', '.join(run.named(d) for d in test_time)} is the transfer protocol only and overstates robustness (Croce "
                             "et al., ICML 2022). Add [[attacks]] plugin = \"adaptive-suite\" to attack model + "

@@ -61,6 +61,30 @@ class RunRecord:
     def labels(self, kind: str) -> list[str]:
         return [e["label"] for e in self.entries(kind)]
 
+    # --- what the recorded plugins declared, read here once (roles are harness.api.interfaces.Role values) ------
+    def with_role(self, kind: str, role: str) -> list[str]:
+        """Labels of the entries of ``kind`` whose plugins declared ``role``, in grid order."""
+        return [e["label"] for e in self.entries(kind) if e.get("role") == role]
+
+    @property
+    def reference_defense(self) -> str | None:
+        """The defense every other is compared with (no defense), if the grid has it."""
+        return next(iter(self.with_role("defenses", "reference")), None)
+
+    @property
+    def test_time_defenses(self) -> list[str]:
+        return [d["label"] for d in self.entries("defenses") if d.get("role") != "reference"]
+
+    @property
+    def baseline_attacks(self) -> list[str]:
+        """The attack that leaves inputs alone (clean accuracy)."""
+        return self.with_role("attacks", "baseline")
+
+    @property
+    def adaptive_attacks(self) -> list[str]:
+        """The attacks that target each defense rather than the bare model."""
+        return [a["label"] for a in self.entries("attacks") if a.get("adaptive")]
+
     def table_names(self) -> dict[str, str]:
         """Attack and defense label → the name tables print (harness.grid.naming)."""
         return {e["label"]: table_name(e["label"], e["plugin"], e.get("display_name"))
