@@ -303,3 +303,33 @@ def test_a_typo_in_a_plugins_preset_is_an_error_not_a_preset_silently_ignored(tm
     with pytest.raises(PluginError, match=r"attack plugin 'stepped' from \(registered in code: typo_preset\)" + ".*"
                        + message):
         load_grid(grid, registry)
+
+
+def test_a_plugin_declares_which_parameter_names_its_entries_and_which_takes_undeclared_keys(tmp_path, monkeypatch):
+    """The core knows no parameter by name: a bridge says which of its own parameters labels an entry and which
+    collects the keys it cannot list."""
+    (tmp_path / "bridge_plugins.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from typing import ClassVar\n"
+        "from harness.api import Attack, Passes, param\n"
+        "@dataclass(frozen=True, kw_only=True)\n"
+        "class Bridge(Attack, name='bridge'):\n"
+        "    label_param: ClassVar[str] = 'klass'\n"
+        "    open_param: ClassVar[str] = 'options'\n"
+        "    klass: str = param(help='the class to bridge to')\n"
+        "    options: dict = param(None, 'its arguments')\n"
+        "    def __call__(self, model, x, y, threat, *, generator):\n"
+        "        return x\n"
+        "    def passes(self, threat):\n"
+        "        return Passes(1, 0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import bridge_plugins
+
+    from harness.grid.config import load_grid
+
+    registry = Registry(extra_modules=(bridge_plugins,))
+    grid = load_grid(digits_grid(tmp_path, attacks='[[attacks]]\nplugin = "bridge"\nklass = "MIFGSM"\nsteps = 7\n'
+                                 'decay = 0.5\n'), registry)
+    entry = grid.attacks[-1]
+    assert entry.label == "MIFGSM" and dict(entry.params) == {"klass": "MIFGSM",
+                                                              "options": {"steps": 7, "decay": 0.5}}

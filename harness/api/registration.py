@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.api.errors import PluginError
 
@@ -21,7 +21,14 @@ _DECLARED: dict[type, str] = {}   # class → its plugin id, in the order the cl
 
 
 class Registrable:
-    """Base of the four plugin bases: takes the ``name=`` of a class statement."""
+    """Base of the four plugin bases: takes the ``name=`` of a class statement, and holds what a plugin declares
+    about its own grid keys."""
+
+    # the parameter whose value names a grid entry that gives no label (a zoo's model ID, a library's class name)
+    label_param: ClassVar[str | None] = None
+    # a dict parameter that takes the entry's keys the plugin does not declare (a bridge to another library's
+    # classes, whose arguments it cannot list)
+    open_param: ClassVar[str | None] = None
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

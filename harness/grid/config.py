@@ -216,8 +216,10 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, threat
     except PluginError:
         raise ConfigError(file, f"{key}.plugin", f"unknown {kind.value} plugin {name!r}"
                           f"{suggest(str(name), registry.names(kind))}", ", ".join(registry.names(kind))) from None
-    # default display name: a `name` parameter where the plugin has one (RobustBench IDs, torchattacks classes)
-    shown = label(raw.get("label", raw["name"] if isinstance(raw.get("name"), str) else name), file, f"{key}.label")
+    # default label: the value of the parameter the plugin names for it (a RobustBench ID, a torchattacks class)
+    named_by = spec.declared("label_param")
+    shown = label(raw.get("label", raw[named_by] if named_by and isinstance(raw.get(named_by), str) else name),
+                  file, f"{key}.label")
     eps = None
     if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
         eps = preset.radius(radius(raw["eps"], threat.norm, file, f"{key}.eps"))
@@ -264,12 +266,12 @@ def _check(spec: PluginSpec, entry: Entry, file: str, key: str, threat: ThreatMo
 def _params(spec: PluginSpec, given: dict[str, Any], file: str, key: str) -> tuple[tuple[str, Any], ...]:
     out = []
     names = [p.name for p in spec.params]
-    open_kwargs = spec.param("kwargs")
-    if open_kwargs is not None and open_kwargs.type is dict:  # e.g. a bridge: undeclared keys go to kwargs
+    open_param = spec.declared("open_param")
+    if open_param is not None:  # e.g. a bridge: the keys it does not declare go to its open parameter
         extra = {k: v for k, v in given.items() if k not in names}
         given = {k: v for k, v in given.items() if k in names}
         if extra:
-            given["kwargs"] = {**(given.get("kwargs") or {}), **extra}
+            given[open_param] = {**(given.get(open_param) or {}), **extra}
     for name, value in given.items():
         param = spec.param(name)
         if param is None:

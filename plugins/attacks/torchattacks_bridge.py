@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,9 @@ class TorchAttacks(Attack, name="torchattacks"):
         name = "MIFGSM"
         steps = 10
     """
+
+    label_param: ClassVar[str | None] = "name"      # an entry without a label is named by the class
+    open_param: ClassVar[str | None] = "kwargs"     # keys it does not declare are that class's arguments
 
     name: str = param(help="torchattacks class name, e.g. PGD, MIFGSM")
     kwargs: dict = param(None, "keyword arguments of that class")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -44,6 +44,8 @@ class RobustBenchModel(ModelSource, name="robustbench"):
     model zoo names, so a checkpoint cannot run code (RobustBench's own ``load_model`` unpickles it
     fully). RobustBench is used to download a missing file; ensembles load member by member.
     """
+
+    label_param: ClassVar[str | None] = "name"   # an entry without a label is named by its model ID
 
     name: str = param(help="RobustBench model ID, e.g. Wong2020Fast or Carmon2019Unlabeled")
     dataset: Literal["cifar10", "cifar100", "imagenet"] = param("cifar10", "RobustBench dataset")
