@@ -89,7 +89,7 @@ def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
     except HarnessError:
         x = y = None
     out = {}
-    runner.stand_ins = []
+    runner.stand_ins.clear()
     for i, entry in enumerate(grid.models):
         source = build(runner.registry, entry, Kind.MODEL)
         if all(path.exists() for path in source.source_files()) and x is not None:

@@ -1,47 +1,36 @@
 """The scheduler: the paper's protocol over keyed, resumable work units.
 
 For each model, attack and repeat the adversarial examples are generated once, checked, and then
-every defense is evaluated on those same examples. Rows are committed batch by batch.
+every defense is evaluated on those same examples (``harness.run.evaluator``). Rows are committed batch by
+batch; units are claimed, so several processes share a grid, and a run resumes where it stopped. The data
+and the models come from ``harness.run.loader``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 from typing import Iterator
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from harness.api.errors import ConfigError, HarnessError
-from harness.api.interfaces import AttackOutput, DataSource, LabelledData, LoadedModel, Passes
+from harness.api.errors import HarnessError
+from harness.api.interfaces import DataSource, LabelledData, LoadedModel, Passes
 from harness.api.registry import Registry
-from harness.api.specs import Kind
-from harness.api.threat import Norm, distance
 from harness.grid.config import GridConfig
-from harness.grid.plan import Unit, build, plan, unit_cost
-from harness.run.batch import Batch, BatchContext
-from harness.run.checks import (
-    ModelState,
-    check_attack_output,
-    check_inputs_untouched,
-    check_model_fits,
-    check_queries,
-    plugin_call,
-)
+from harness.grid.plan import Unit, plan, unit_cost
+from harness.run.batch import Batch
+from harness.run.checks import check_model_fits
 from harness.run.counting import PassCounter
-from harness.run.defended import Defended, DrawRunner, predict_defended
-from harness.run.device import synchronize
-from harness.run.observers import ExampleCapture, GradientNorms, LipschitzGaps, Observer
+from harness.run.evaluator import Evaluator
+from harness.run.loader import Loader, check_data_fits
 from harness.run.progress import GridProgress, UnitWork, weight
 from harness.run.provenance import run_record
-from harness.storage.records import ResultRow, UnitRecord
+from harness.storage.records import UnitRecord
 from harness.storage.store import Heartbeat, Owner, Store
 
 log = logging.getLogger("harness")
@@ -55,11 +44,8 @@ class Runner:
         self.device = device or torch.device(grid.device_kind)
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
-        self._loaded: tuple[int, LoadedModel, LoadedModel] | None = None
-        self.loads = 0   # models loaded by this runner (a Ray worker reuses its runner across shards)
-        self.stand_ins: list[str] = []   # models --estimate timed as their architecture, their weights being absent
-        self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
-            ([LipschitzGaps()] if grid.lipschitz else [])
+        self.loader = Loader(grid, registry, self.device)          # the data and the models
+        self.evaluator = Evaluator(grid, registry, self.device)    # a unit's batches
 
     @property
     def store(self) -> Store:
@@ -68,29 +54,24 @@ class Runner:
         return self._store
 
     def dataset(self) -> DataSource:
-        return build(self.registry, self.grid.dataset, Kind.DATASET)
+        return self.loader.dataset()
 
     def load_data(self) -> LabelledData:
-        entry = self.grid.dataset
-        with plugin_call("dataset", entry.label, entry.plugin):
-            return self.dataset().load(self.grid.n_examples)
+        return self.loader.load_data()
+
+    @property
+    def loads(self) -> int:
+        return self.loader.loads
+
+    @property
+    def stand_ins(self) -> list[str]:
+        return self.loader.stand_ins
 
     def load_model(self, index: int, *, eager: bool = False) -> LoadedModel:
-        """The grid's ``index``-th model on the device, under the grid's channels_last and compile, counted
-        (``eager``: the module alone, for a one-off probe not worth a compilation). The last model loaded is
-        kept, so that the one a run starts with is not loaded again after the checks."""
-        if self._loaded is None or self._loaded[0] != index:
-            self._loaded = None   # one model in memory at a time
-            self.loads += 1
-            entry = self.grid.models[index]
-            with plugin_call("model", entry.label, entry.plugin):
-                plain = build(self.registry, entry, Kind.MODEL).load(self.device)
-            # eval mode and frozen weights once, here: plugins must not change either, and no backward pass of an
-            # attack then computes a weight gradient it does not need
-            plain.module.eval().requires_grad_(False)
-            counted = PassCounter(self.grid.compute.prepare_model(plain.module))  # every pass of a unit is counted
-            self._loaded = (index, plain, LoadedModel(counted, plain.dataset, plain.num_classes))
-        return self._loaded[1] if eager else self._loaded[2]
+        return self.loader.load_model(index, eager=eager)
+
+    def batches(self, unit: Unit, loaded: LoadedModel, data: LabelledData, first: int, last: int) -> Iterator[Batch]:
+        return self.evaluator.batches(unit, loaded, data, first, last)
 
     def prepare(self) -> tuple[LabelledData, list[Unit]]:
         """Check the database, load the data onto the device, check every model, then record the run and
@@ -215,117 +196,6 @@ class Runner:
 
         with loaded.module.listening(shown):
             yield
-
-    def batches(self, unit: Unit, loaded: LoadedModel, data: LabelledData, first: int, last: int) -> Iterator[Batch]:
-        """Evaluate examples [first, last) of a unit, batch by batch. Every executor runs exactly this.
-
-        Batches start at multiples of ``batch_size`` and draw their randomness from (seed, unit, batch
-        start), so any split of a unit into batch-aligned ranges gives the same rows as one pass.
-        """
-        grid = self.grid
-        if first % grid.batch_size:
-            raise ValueError(f"a unit's range must start at a multiple of batch_size={grid.batch_size}, got {first}")
-        attack = build(self.registry, unit.attack, Kind.ATTACK)
-        defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
-        threat = grid.threat_for(unit.attack)
-        draws = DrawRunner()   # shared by the unit's batches: a chunk halved on running out of memory stays halved
-        for start in range(first, last, grid.batch_size):
-            stop = min(start + grid.batch_size, last)
-            ctx = BatchContext(grid.run_id, grid.seed, unit, loaded.module, attack, defenses, threat, start,
-                               data.x[start:stop], data.y[start:stop], data.num_classes, draws)
-            with grid.compute.context(self.device):
-                yield self.evaluate(ctx)
-
-    def evaluate(self, ctx: BatchContext) -> Batch:
-        """Attack the batch once, check the output, then score every defense on it.
-
-        Plugins get copies of the inputs, the labels and the threat model, and the model is fingerprinted
-        around every call: a plugin that changes what it was given stops the unit, naming itself, before
-        any row of it is recorded (it would otherwise corrupt every later unit)."""
-        grid, unit, model = self.grid, ctx.unit, ctx.model
-        attack_label, attack_named, n = unit.attack.label, unit.attack.named, len(ctx.x)
-        x_given, y_given, threat_given = ctx.x.clone(), ctx.y.clone(), dataclasses.replace(ctx.threat)
-        counted_before = _counted(model)
-        state = ModelState.of(model)
-        t0 = time.perf_counter()
-        exact = torch.autocast(self.device.type, enabled=False) if ctx.attack.full_precision else contextlib.nullcontext()
-        with plugin_call("attack", attack_named, unit.attack.plugin), ctx.chatter.capture(f"attack {attack_named}"), \
-                exact:
-            if unit.adaptive:
-                defense_entry, defense = ctx.defenses[0]
-                defended = Defended(model, defense, ctx.generator("attack-defense"), votes=grid.votes_for(True),
-                                    num_classes=ctx.num_classes, runner=ctx.draws)
-                out = ctx.attack.attack_defended(defended, x_given, y_given, threat_given,
-                                                 generator=ctx.generator("attack"))
-                floor = ctx.attack.defended_floor(ctx.threat, defense)
-            else:
-                out = ctx.attack(model, x_given, y_given, threat_given, generator=ctx.generator("attack"))
-                floor = ctx.attack.floor(ctx.threat)
-        synchronize(self.device)
-        attack_s = (time.perf_counter() - t0) / n
-        for p in model.parameters():  # some library attacks (FAB) call backward(); drop the weight gradients
-            p.grad = None
-        state = state.check(attack_named, model)
-        check_inputs_untouched(attack_named, x_given, ctx.x, "x")
-        check_inputs_untouched(attack_named, y_given, ctx.y, "y (the labels)")
-        x_adv, queries = (out.x_adv, out.queries) if isinstance(out, AttackOutput) else (out, None)
-        check_attack_output(attack_named, x_adv, ctx.x, ctx.threat)
-        check_queries(attack_named, queries, n)
-        floor = floor * n
-        columns = {"linf": distance(x_adv, ctx.x, Norm.LINF).tolist(), "l2": distance(x_adv, ctx.x, Norm.L2).tolist(),
-                   "queries": [None] * n if queries is None else [int(q) for q in queries],
-                   "grad_norm": [None] * n}
-        for observer in self.observers:
-            columns.update(observer.columns(ctx, x_adv))
-        rows, examples, preds_by_defense = [], [], {}
-        for entry, defense in ctx.defenses:
-            with plugin_call("defense", entry.named, entry.plugin), ctx.chatter.capture(f"defense {entry.named}"):
-                preds = predict_defended(model, defense, x_adv, grid.votes_for(unit.adaptive),
-                                         lambda d, label=entry.label: ctx.generator("defense", label, d),
-                                         name=entry.named, num_classes=ctx.num_classes, runner=ctx.draws)
-                for observer in self.observers:
-                    examples += observer.examples(ctx, entry.label, defense, x_adv, preds.pred)
-            state = state.check(entry.named, model)
-            floor = floor + (defense.passes() + Passes(1, 0)) * float(preds.draws.sum())
-            pred, y, draws = preds.pred.tolist(), ctx.y.tolist(), preds.draws.tolist()
-            for i in range(n):
-                rows.append(ResultRow(
-                    run_id=ctx.run_id, unit_key=unit.key, model=unit.model.label, attack=attack_label,
-                    defense=entry.label, repeat=unit.repeat, idx=ctx.start + i, adaptive=int(unit.adaptive),
-                    label=y[i], pred=pred[i], correct=int(pred[i] == y[i]), vote_frac=float(preds.vote_frac[i]),
-                    draws=draws[i], attack_s=attack_s, defense_s=preds.seconds / n,
-                    **{name: values[i] for name, values in columns.items()}))
-            preds_by_defense[entry.label] = preds.pred
-        records: dict[str, list] = {"results": rows, "examples": examples}
-        for observer in self.observers:
-            for table, extra in observer.records(ctx, x_adv, preds_by_defense).items():
-                records.setdefault(table, []).extend(extra)
-        counted = _counted(model)
-        counted = Passes(counted.forward - counted_before.forward, counted.backward - counted_before.backward)
-        return Batch(ctx.start, ctx.start + n, records, time.perf_counter() - t0, counted, floor,
-                     ctx.draws.smallest_chunk, tuple(ctx.chatter.messages))
-
-
-def check_data_fits(grid: GridConfig, registry: Registry, data: LabelledData) -> None:
-    """What can be checked only once the data is loaded, before anything is recorded: radii that mean something
-    for images of this size, and attacks that fit the number of classes."""
-    for index, entry in enumerate(grid.attacks):
-        threat = grid.threat_for(entry)
-        diameter = math.sqrt(data.x[0].numel())
-        if threat.norm is Norm.L2 and threat.eps > diameter:
-            key = f"attacks[{index}].eps" if entry.eps is not None else "eps"
-            raise ConfigError(grid.path, key, f"an L2 radius of {threat.eps:g} is larger than the whole image box "
-                              f"[0,1]^{data.x[0].numel()} (its diameter is {diameter:.4g})",
-                              f"a number in [0, {diameter:.4g}]")
-        try:
-            build(registry, entry, Kind.ATTACK).check_data(data.num_classes)
-        except HarnessError as exc:
-            raise ConfigError(grid.path, f"attacks: {entry.label}", str(exc)) from None
-
-
-def _counted(model: nn.Module) -> Passes:
-    return model.counted() if isinstance(model, PassCounter) else Passes(0, 0)
-
 
 def run_grid(grid: GridConfig, registry: Registry, *, store: Store | None = None, progress: bool = True) -> str:
     return Runner(grid, registry, store, progress=progress).run()
