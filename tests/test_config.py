@@ -90,7 +90,7 @@ BAD = [
     ("models empty", lambda t: "models = []\n" + t.split("[[models]]")[0], "models",
      "expected a non-empty list of model tables, got []"),
     ("repeats zero", lambda t: "repeats = 0\n" + t, "repeats", "expected an integer >= 1 and at most 1,000, got 0"),
-    ("batch size negative", lambda t: "batch_size = -4\n" + t, "batch_size", "expected an integer >= 1, got -4"),
+    ("batch size negative", lambda t: "batch_size = -4\n" + t, "batch_size", "expected an integer >= 1 or \"auto\", got -4"),
     ("attack eps negative", lambda t: t + "eps = -0.01\n", "attacks[0].eps", "must be >= 0, got -0.01"),
     ("attack eps not a number", lambda t: t + 'eps = "half"\n', "attacks[0].eps", "expected a number, got 'half'"),
 ]

@@ -55,6 +55,9 @@ class Entry:
     code: CodeIdentity | None = None    # its plugin's distribution, version and source digest
     # what its plugin declares tables call it (harness.grid.naming); how it is shown, so not part of its identity
     display: str | None = field(default=None, compare=False)
+    # the plugin object, built once when the grid was read (a frozen dataclass of the parameters above); the
+    # loader, the planner and the evaluator use it rather than build it again
+    built: Any = field(default=None, compare=False, repr=False)
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.params)
@@ -229,7 +232,7 @@ def _entry(raw: Any, kind: Kind, registry: Registry, file: str, key: str, threat
     params = tuple(sorted({**preset_params, **dict(params)}.items()))
     entry = Entry(plugin=name, label=shown, params=params, eps=eps, code=spec.code)
     plugin = _check(spec, entry, file, key, threat if eps is None else ThreatModel(threat.norm, eps))
-    return replace(entry, display=plugin.shown_name()) if isinstance(plugin, Plugin) else entry
+    return replace(entry, display=plugin.shown_name() if isinstance(plugin, Plugin) else None, built=plugin)
 
 
 def _checked_presets(spec: PluginSpec) -> dict[str, Any]:
@@ -333,7 +336,7 @@ def _expand(entry: Entry, raw: Any, kind: Kind, registry: Registry, file: str, k
                              params=entry.params if scaled is built else _params_of(scaled), eps=entry.eps,
                              suite=entry.label if isinstance(built, AttackSuite) else None,
                              ladder=(shown, factor) if rungs > 1 else None, code=spec.code,
-                             display=scaled.shown_name()))
+                             display=scaled.shown_name(), built=scaled))
     return out
 
 
@@ -419,7 +422,7 @@ def _votes(raw: dict, file: str, preset: Preset) -> int:
 def _with_contents(entry: Entry, spec: PluginSpec, files: Any) -> Entry:
     """The entry with the sha256 of the files its plugin reads; a file not there yet is "missing"."""
     try:
-        paths = files(spec.factory(**entry.kwargs()))
+        paths = files(entry.built if entry.built is not None else spec.factory(**entry.kwargs()))
     except HarnessError:
         paths = []  # e.g. no data folder configured: loading it reports that, with the fix
     return replace(entry, contents=contents(paths))
@@ -488,8 +491,9 @@ def load_grid(path: str | Path, registry: Registry, *, overrides: Overrides | No
     baselines = tuple(a for a in attacks if registry.get(Kind.ATTACK, a.plugin).declared("role") is Role.BASELINE)
     if not baselines:
         baseline = _with_role(registry, Kind.ATTACK, Role.BASELINE, file, "attacks")
+        built = baseline.factory()
         baselines = (Entry(plugin=baseline.name, label=baseline.name, code=baseline.code,
-                           display=baseline.factory().shown_name()),)
+                           display=built.shown_name(), built=built),)
         attacks = baselines + attacks  # clean accuracy, always evaluated
         _distinct(attacks, "attacks", file, added=f" (the clean baseline, {baseline.name!r}, is added to every grid "
                   "under that label)", shift=1)

@@ -44,7 +44,9 @@ class Unit:
 
 
 def build(registry: Registry, entry: Entry, kind: Kind) -> Any:
-    """The plugin object a grid entry names, with the entry's parameters."""
+    """The plugin object a grid entry names, with the entry's parameters: the one built when the grid was read."""
+    if entry.built is not None:
+        return entry.built
     return registry.get(kind, entry.plugin).factory(**entry.kwargs())
 
 
