@@ -17,7 +17,7 @@ from harness.analysis.aggregate import (
     per_example,
     worst_columns,
 )
-from harness.analysis.pairing import PairedRow, compare
+from harness.analysis.pairing import PairedRow, pair_examples
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 from harness_reports.naming import COLUMN_NAMES
@@ -39,7 +39,7 @@ def defense_pairs(store: Store, run: RunRecord, names: dict[str, str]) -> list[P
         frame = per_example(store, run.run_id, attacks)
         for model in run.labels("models"):
             for defense in run.test_time_defenses:
-                row = compare(_select(frame, model, defense), _select(frame, model, reference), model,
+                row = pair_examples(_select(frame, model, defense), _select(frame, model, reference), model,
                               COLUMN_NAMES.get(key, names.get(key, key)), names.get(defense, defense),
                               names.get(reference, reference))
                 if row is not None:
@@ -55,7 +55,7 @@ def transfer_against_adaptive(store: Store, run: RunRecord, names: dict[str, str
     transfer = per_example(store, run.run_id, columns[WORST_TRANSFER])
     adaptive = per_example(store, run.run_id, columns[WORST_ADAPTIVE])
     return [row for model in run.labels("models") for defense in run.labels("defenses")
-            if (row := compare(_select(transfer, model, defense), _select(adaptive, model, defense), model,
+            if (row := pair_examples(_select(transfer, model, defense), _select(adaptive, model, defense), model,
                                names.get(defense, defense), COLUMN_NAMES[WORST_TRANSFER],
                                COLUMN_NAMES[WORST_ADAPTIVE])) is not None]
 
@@ -94,7 +94,7 @@ def convergence(store: Store, run: RunRecord, names: dict[str, str]) -> list[Con
                 if any(s.empty for s in selected):
                     continue
                 accuracy = tuple(float(s.groupby("repeat").correct.mean().mean() * 100) for s in selected)
-                last = compare(selected[-1], selected[-2], model, names.get(base, base),
+                last = pair_examples(selected[-1], selected[-2], model, names.get(base, base),
                                f"×{rungs[-1][0]}", f"×{rungs[-2][0]}") if len(selected) > 1 else None
                 out.append(Convergence(model, names.get(base, base), names.get(defense, defense),
                                        tuple(f for f, _ in rungs), accuracy, last))
@@ -112,7 +112,7 @@ def adaptive_gains(store: Store, run: RunRecord, names: dict[str, str]) -> list[
     out = []
     for model in run.labels("models"):
         for defense in run.test_time_defenses:
-            row = compare(_select(frame, model, defense), _select(frame, model, reference), model,
+            row = pair_examples(_select(frame, model, defense), _select(frame, model, reference), model,
                           COLUMN_NAMES[WORST_ADAPTIVE], names.get(defense, defense), names.get(reference, reference))
             if row is None or row.difference <= 0:
                 continue

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER, per_example, worst_columns
-from harness.analysis.pairing import PairedRow, compare
+from harness.analysis.pairing import PairedRow, pair_examples
 from harness.api.interfaces import Access
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
@@ -107,7 +107,7 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
             defense = entry["label"]
             versus = None
             if worst is not None and reference is not None and defense != reference:
-                versus = compare(_cell(worst, model, defense), _cell(worst, model, reference), model,
+                versus = pair_examples(_cell(worst, model, defense), _cell(worst, model, reference), model,
                                  "Worst Case (adaptive)", names.get(defense, defense), names.get(reference, reference))
             shown = names.get(defense, defense)
             cell_ladders = [c for c in ladders or () if c.model == model and c.defense == shown]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.analysis.pairing import PairedRow, compare
+from harness.analysis.pairing import PairedRow, pair_examples
 from harness.api.errors import HarnessError
 from harness.storage.queries import predictions
 from harness.storage.records import RunRecord
@@ -76,7 +76,7 @@ def compare_runs(first: tuple[Store, RunRecord], second: tuple[Store, RunRecord]
         merged = ga.merge(gb, on=PAIR, suffixes=("_a", "_b"))
         unmatched_a += len(ga) - len(merged)
         unmatched_b += len(gb) - len(merged)
-        row = compare(ga[PAIR + ["correct"]], gb[PAIR + ["correct"]], model, attack, "A", "B")
+        row = pair_examples(ga[PAIR + ["correct"]], gb[PAIR + ["correct"]], model, attack, "A", "B")
         if row is not None:
             changed = float((merged.pred_a != merged.pred_b).mean() * 100)
             cells.append(CellComparison(model, attack, defense, row, changed))

@@ -40,7 +40,7 @@ class PairedRow:
         return self.low > 0 or self.high < 0
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, model: str, what: str, first: str, second: str) -> PairedRow | None:
+def pair_examples(a: pd.DataFrame, b: pd.DataFrame, model: str, what: str, first: str, second: str) -> PairedRow | None:
     """Pair two per-example frames (repeat, idx, correct) on (repeat, idx)."""
     merged = a.merge(b, on=["repeat", "idx"], suffixes=("_a", "_b"))
     if merged.empty:
