@@ -14,7 +14,7 @@ from harness.api.interfaces import Access
 from harness.storage.records import RunRecord
 from harness.storage.store import Store
 from harness_reports.comparisons import Convergence
-from harness_reports.naming import display_names
+from harness_reports.naming import COLUMN_NAMES, display_names
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,9 @@ def _cell(frame: pd.DataFrame, model: str, defense: str) -> pd.DataFrame:
     return frame[(frame.model == model) & (frame.defense == defense)][["repeat", "idx", "correct"]]
 
 
-def _strongest(store: Store, run: RunRecord, attacks: list[str], model: str, defense: str,
-               names: dict[str, str]) -> Strongest | None:
-    found = [(acc, a) for a in attacks
-             if (acc := _accuracy(per_example(store, run.run_id, [a]), model, defense)) is not None]
+def _strongest(frames: dict[str, pd.DataFrame], model: str, defense: str, names: dict[str, str]) -> Strongest | None:
+    """Among the attacks whose per-example frames are given, the one that left the fewest right on this cell."""
+    found = [(acc, a) for a, frame in frames.items() if (acc := _accuracy(frame, model, defense)) is not None]
     if not found:
         return None
     accuracy, attack = min(found, key=lambda pair: pair[0])
@@ -101,6 +100,9 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
     transfer = per_example(store, run.run_id, columns[WORST_TRANSFER] or [])
     worst = per_example(store, run.run_id, columns[WORST_ADAPTIVE]) if columns.get(WORST_ADAPTIVE) else None
     clean = per_example(store, run.run_id, [baseline]) if baseline else None
+    # each adaptive attack's verdicts, read once for every model and defense
+    by_access = {kind: {a: per_example(store, run.run_id, [a]) for a in attacks}
+                 for kind, attacks in (("gradient", gradient), ("black-box", black_box))}
     rows = []
     for model in run.labels("models"):
         for entry in defenses:
@@ -108,19 +110,21 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
             versus = None
             if worst is not None and reference is not None and defense != reference:
                 versus = pair_examples(_cell(worst, model, defense), _cell(worst, model, reference), model,
-                                 "Worst Case (adaptive)", names.get(defense, defense), names.get(reference, reference))
+                                       COLUMN_NAMES[WORST_ADAPTIVE], names.get(defense, defense),
+                                       names.get(reference, reference))
             shown = names.get(defense, defense)
             cell_ladders = [c for c in ladders or () if c.model == model and c.defense == shown]
+            forward, backward = _cost(run, entry)
             rows.append(LeaderRow(
                 model=model, defense=shown, reference=defense == reference,
                 clean=_accuracy(clean, model, defense) if clean is not None else None,
                 transfer=_accuracy(transfer, model, defense),
                 adaptive=_accuracy(worst, model, defense) if worst is not None else None,
-                gradient=_strongest(store, run, gradient, model, defense, names),
-                black_box=_strongest(store, run, black_box, model, defense, names),
+                gradient=_strongest(by_access["gradient"], model, defense, names),
+                black_box=_strongest(by_access["black-box"], model, defense, names),
                 versus_reference=versus,
                 converged=all(c.converged for c in cell_ladders) if cell_ladders else None,
-                forward=_cost(run, entry)[0], backward=_cost(run, entry)[1]))
+                forward=forward, backward=backward))
     return sorted(rows, key=lambda r: (r.adaptive is None, -(r.adaptive or 0.0)))
 
 
