@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write  # noqa: E402
 from harness.api.registry import Registry  # noqa: E402
-from harness.grid.config import load_grid  # noqa: E402
+from harness.grid.reader import load_grid  # noqa: E402
 from harness.run.estimate import calibrate_models, estimate  # noqa: E402
 from harness.run.runner import Runner  # noqa: E402
 from harness.storage.store import Store  # noqa: E402
@@ -30,11 +30,11 @@ def main() -> None:
     registry = Registry()
     with tempfile.TemporaryDirectory() as tmp:
         grid = load_grid(args.grid, registry, db_override=str(Path(tmp) / "run.sqlite"))
-        runner = Runner(grid, registry, Store(grid.db), progress=False)
+        runner = Runner(grid, Store(grid.db), progress=False)
         start = time.perf_counter()
         calibrations, _ = calibrate_models(runner)
         calibration_s = time.perf_counter() - start
-        predicted = {r.unit.key: r for r in estimate(grid, registry, calibrations)}
+        predicted = {r.unit.key: r for r in estimate(grid, calibrations)}
         start = time.perf_counter()
         runner.run()
         wall = time.perf_counter() - start

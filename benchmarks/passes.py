@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS  # noqa: E402
 from harness.api.cost import Passes, ratio  # noqa: E402
 from harness.api.registry import Registry  # noqa: E402
-from harness.grid.config import Overrides, load_grid  # noqa: E402
+from harness.grid.config import Overrides  # noqa: E402
+from harness.grid.reader import load_grid  # noqa: E402
 from harness.run.runner import run_grid  # noqa: E402
 from harness.storage.store import Store  # noqa: E402
 
@@ -35,7 +36,7 @@ def count(grid_file: str, registry: Registry, n_examples: int | None, threads: i
                                                                   n_examples=n_examples, threads=threads))
         grid.apply_threads()
         with Store(grid.db) as store:
-            run_grid(grid, registry, store=store, progress=False)
+            run_grid(grid, store=store, progress=False)
             units = store.units(grid.run_id)
     rows = []
     for u in units.itertuples():

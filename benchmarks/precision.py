@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from benchmarks.common import write  # noqa: E402
 from harness.analysis.compare import compare_runs  # noqa: E402
 from harness.api.registry import Registry  # noqa: E402
-from harness.grid.config import Overrides, load_grid  # noqa: E402
+from harness.grid.config import Overrides  # noqa: E402
+from harness.grid.reader import load_grid  # noqa: E402
 from harness.run.precision import Compute, Precision  # noqa: E402
 from harness.run.runner import run_grid  # noqa: E402
 from harness.storage.store import Store  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
             grid = dataclasses.replace(grid, compute=Compute(Precision(name), channels_last=args.channels_last))
             store = Store(grid.db)
             start = time.perf_counter()
-            run_grid(grid, registry, store=store, progress=False)
+            run_grid(grid, store=store, progress=False)
             seconds[name] = time.perf_counter() - start
             runs[name] = (store, store.run(grid.run_id))
             acc = store.accuracy(grid.run_id)
@@ -62,7 +63,7 @@ def main() -> None:
             print(f"fp32 (A) against {name} (B), example by example:\n{result.table().to_string()}")
             gaps[name] = max(abs(c.paired.difference) for c in result.cells)
             changed[name] = max(c.changed for c in result.cells)
-    device = torch.device(grid.device_kind)
+    device = torch.device(grid.device_type)
     for name, gap in gaps.items():
         print(f"{name}: largest gap to fp32 {gap:.2f} points ({'within' if gap <= BAR else 'OUTSIDE'} the {BAR}-point bar)")
     path = write("precision", device, {"grid": args.grid, "n_examples": grid.n_examples, "accuracy": accuracies,

@@ -140,7 +140,7 @@ class Example:
     attack: str
     defense: str
     idx: int
-    kind: str              # "FtoT" or "TtoF"
+    flip: str              # "FtoT" or "TtoF"
     label: str
     pred_adv: str
     pred_defended: str
@@ -365,7 +365,7 @@ def _flips(store: Store, run: RunRecord, names: dict[str, str], order: list[str]
 
 def _gaps(store: Store, run: RunRecord) -> tuple[Gaps, ...]:
     frame = lipschitz_gaps(store, run.run_id)
-    return tuple(Gaps(model, tuple(group[group.kind == "FtoT"].gap), tuple(group[group.kind == "TtoF"].gap))
+    return tuple(Gaps(model, tuple(group[group.flip == "FtoT"].gap), tuple(group[group.flip == "TtoF"].gap))
                  for model, group in frame.groupby("model", sort=False))
 
 
@@ -437,7 +437,7 @@ def _sweeps(cells: pd.DataFrame, flips: tuple[FlipRow, ...], models: list[str], 
     return sweeps, heatmaps
 
 
-def _examples(store: Store, run: RunRecord, names: dict[str, str], per_kind: int = 3) -> tuple[Example, ...]:
+def _examples(store: Store, run: RunRecord, names: dict[str, str], per_flip: int = 3) -> tuple[Example, ...]:
     """A few FtoT and TtoF examples (Figure 2c): the defense changed the bare model's verdict on them."""
     reference, classes = run.reference_defense, json.loads(run.classes)
     if reference is None:
@@ -454,12 +454,12 @@ def _examples(store: Store, run: RunRecord, names: dict[str, str], per_kind: int
     chosen: dict[str, list[Example]] = {"FtoT": [], "TtoF": []}
     seen: set[tuple[str, int]] = set()  # one image once: repeats and attacks often flip the same example
     for r in rows:
-        kind = ("FtoT" if r["pred_adv"] != r["label"] and r["pred_defended"] == r["label"] else
+        flip = ("FtoT" if r["pred_adv"] != r["label"] and r["pred_defended"] == r["label"] else
                 "TtoF" if r["pred_adv"] == r["label"] and r["pred_defended"] != r["label"] else None)
-        if kind is None or len(chosen[kind]) >= per_kind or (r["model"], r["idx"]) in seen:
+        if flip is None or len(chosen[flip]) >= per_flip or (r["model"], r["idx"]) in seen:
             continue
         seen.add((r["model"], r["idx"]))
-        chosen[kind].append(Example(r["model"], names.get(r["attack"], r["attack"]), names.get(r["defense"], r["defense"]), r["idx"], kind, name(r["label"]),
+        chosen[flip].append(Example(r["model"], names.get(r["attack"], r["attack"]), names.get(r["defense"], r["defense"]), r["idx"], flip, name(r["label"]),
                                     name(r["pred_adv"]), name(r["pred_defended"]), r["ssim_adv"], r["ssim_defended"],
                                     r["clean_png"], r["adv_png"], r["defended_png"]))
     return tuple(chosen["FtoT"] + chosen["TtoF"])

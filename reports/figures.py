@@ -204,7 +204,7 @@ def examples_figure(examples: tuple[Example, ...]) -> Figure:
             ax.set_title(title, fontsize=SMALLEST_PT)
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(f"{ex.kind}\n{ex.model}", fontsize=SMALLEST_PT)
+        row[0].set_ylabel(f"{ex.flip}\n{ex.model}", fontsize=SMALLEST_PT)
     return fig
 
 

@@ -19,7 +19,7 @@ from harness_reports.naming import COLUMN_NAMES, display_names
 
 @dataclass(frozen=True)
 class Strongest:
-    """The adaptive attack of one kind that left the fewest examples right, and that accuracy (%)."""
+    """The adaptive attack of one access (gradient or black-box) that left the fewest examples right, and that accuracy (%)."""
 
     attack: str
     accuracy: float
@@ -94,15 +94,15 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
     reference = run.reference_defense
     baseline = next(iter(run.baseline_attacks), None)
     adaptive = set(run.adaptive_attacks)
-    kinds = {a["label"]: a.get("access") for a in run.entries("attacks") if a["label"] in adaptive}
-    gradient = [a for a, access in kinds.items() if access == Access.WHITE_BOX.value]
-    black_box = [a for a, access in kinds.items() if access == Access.BLACK_BOX.value]
+    access_of = {a["label"]: a.get("access") for a in run.entries("attacks") if a["label"] in adaptive}
+    gradient = [a for a, access in access_of.items() if access == Access.WHITE_BOX.value]
+    black_box = [a for a, access in access_of.items() if access == Access.BLACK_BOX.value]
     transfer = per_example(store, run.run_id, columns[WORST_TRANSFER] or [])
     worst = per_example(store, run.run_id, columns[WORST_ADAPTIVE]) if columns.get(WORST_ADAPTIVE) else None
     clean = per_example(store, run.run_id, [baseline]) if baseline else None
     # each adaptive attack's verdicts, read once for every model and defense
-    by_access = {kind: {a: per_example(store, run.run_id, [a]) for a in attacks}
-                 for kind, attacks in (("gradient", gradient), ("black-box", black_box))}
+    by_access = {access: {a: per_example(store, run.run_id, [a]) for a in attacks}
+                 for access, attacks in (("gradient", gradient), ("black-box", black_box))}
     rows = []
     for model in run.labels("models"):
         for entry in defenses:

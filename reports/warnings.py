@@ -32,8 +32,8 @@ def black_box_beats_white_box(cells: pd.DataFrame, attacks: list[dict]) -> list[
     notes = []
     for adaptive in (False, True):
         access = {a["label"]: a.get("access", "white-box") for a in attacks if bool(a.get("adaptive")) == adaptive}
-        white = [a for a, kind in access.items() if kind == "white-box"]
-        black = [a for a, kind in access.items() if kind == "black-box"]
+        white = [a for a, used in access.items() if used == "white-box"]
+        black = [a for a, used in access.items() if used == "black-box"]
         if not white or not black:
             continue
         where = " through the defense" if adaptive else ""

@@ -138,13 +138,13 @@ def test_rays_counts_queries_exactly_and_stays_in_the_ball(digits, digits_standa
 
 def test_rays_stores_queries_per_example_through_the_runner(tmp_path, registry):
     from conftest import digits_grid
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
 
     grid = load_grid(digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "rays"\nn_queries = 200\n'), registry)
     store = Store(grid.db)
-    rows = store.results(run_grid(grid, registry, store=store, progress=False))
+    rows = store.results(run_grid(grid, store=store, progress=False))
     rays = rows[rows.attack == "rays"]
     assert rays.queries.notna().all() and (rays.queries >= 1).all() and (rays.queries <= 200).all()
     assert (rows[rows.attack == "clean"].linf == 0).all() and (rays.linf <= 0.1 + 1e-6).all()

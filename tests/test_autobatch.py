@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import digits_grid, harness_cli
 from harness.api.errors import ConfigError, HarnessError
-from harness.grid.config import load_grid
+from harness.grid.reader import load_grid
 from harness.run.autobatch import gradient_probe, largest_batch, resolve_batch_size
 
 
@@ -43,13 +43,13 @@ def test_auto_resolves_to_a_number_in_the_identity(tmp_path, registry, monkeypat
     path = digits_grid(tmp_path, n=60)
     path.write_text(path.read_text().replace("batch_size = 20", 'batch_size = "auto"'))
     grid = load_grid(path, registry)
-    assert grid.batch_size_auto and grid.batch_size == 128 and resolve_batch_size(grid, registry) is grid  # CPU
+    assert grid.batch_size_auto and grid.batch_size == 128 and resolve_batch_size(grid) is grid  # CPU
     # on a GPU the probe decides, taking the smallest fit over the models, halved for the attacks' own tensors
     monkeypatch.setattr("harness.run.autobatch.largest_batch", lambda probe, upper, name="": 32)
-    on_gpu = resolve_batch_size(dataclasses.replace(grid, device_kind="cuda"), registry, device=torch.device("cpu"))
+    on_gpu = resolve_batch_size(dataclasses.replace(grid, device_type="cuda"), device=torch.device("cpu"))
     assert on_gpu.batch_size == 16 and on_gpu.run_id != grid.run_id
     written = load_grid(digits_grid(tmp_path, n=60, batch_size=16), registry)
-    assert dataclasses.replace(written, device_kind="cuda").run_id == on_gpu.run_id   # the same run as writing 16
+    assert dataclasses.replace(written, device_type="cuda").run_id == on_gpu.run_id   # the same run as writing 16
 
 
 def test_a_batch_size_that_is_neither_a_number_nor_auto_is_named(tmp_path, registry):

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DIGITS_ROBUST, digits_grid, harness_cli
 from harness.api.errors import ConfigError
-from harness.grid.config import load_grid
+from harness.grid.reader import load_grid
 from harness.run.runner import Runner
 
 GOOD = f"""dataset = "digits"
@@ -133,7 +133,7 @@ in_channels = 1
     grid = load_grid(digits_grid(tmp_path, models=models, attacks='[[attacks]]\nplugin = "pgd"\n'), registry)
     with pytest.raises(ConfigError, match=r"key 'models\[0\]': model 'wrong-domain' was trained on 'mnist' data, "
                                           r"but the grid's dataset 'digits' is 'digits' data"):
-        Runner(grid, registry, progress=False).run()
+        Runner(grid, progress=False).run()
     assert not (tmp_path / "results.sqlite").exists() or _no_results(tmp_path)
 
 
@@ -153,7 +153,7 @@ num_classes = 5
 
     # the weights themselves say 10 classes: the checkpoint loader reports the shape mismatch
     with pytest.raises(DataError, match=r"shape mismatch \(file vs model\): net.fc2.weight \(10, 128\) vs \(5, 128\)"):
-        Runner(grid, registry, progress=False).run()
+        Runner(grid, progress=False).run()
 
 
 def _no_results(tmp_path: Path) -> bool:

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import PGD_AND_SQUARE, digits_grid, harness_cli, none_and_hedge
 from harness.api.interfaces import Passes
-from harness.grid.config import load_grid
 from harness.grid.plan import plan, unit_cost
+from harness.grid.reader import load_grid
 from harness.run.estimate import Calibration, estimate
 from harness.run.runner import run_grid
 from harness.storage.store import Store
@@ -19,10 +19,10 @@ DEFENSES = none_and_hedge(steps=3)
 def test_seconds_are_passes_times_the_calibrated_cost(tmp_path, registry):
     grid = load_grid(digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES), registry)
     cal = Calibration(forward_s=1e-3, backward_s=2e-3)
-    rows = estimate(grid, registry, {"robust": cal})
-    assert [r.unit.key for r in rows] == [u.key for u in plan(grid, registry)]
+    rows = estimate(grid, {"robust": cal})
+    assert [r.unit.key for r in rows] == [u.key for u in plan(grid)]
     for row in rows:
-        passes = unit_cost(row.unit, grid, registry)
+        passes = unit_cost(row.unit, grid)
         assert row.passes == passes
         assert row.seconds == pytest.approx(passes.forward * 1e-3 + passes.backward * 2e-3)
         assert row.remaining_s == row.seconds
@@ -42,13 +42,13 @@ def test_cli_estimate_calibrates_prints_every_unit_and_writes_nothing(tmp_path):
 def test_estimate_counts_only_what_is_left_of_a_partial_run(tmp_path, registry):
     grid = load_grid(digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=40), registry)
     store = Store(grid.db)
-    run_grid(grid, registry, store=store, progress=False)
+    run_grid(grid, store=store, progress=False)
     units = store.units(grid.run_id)
     first = units.unit_key.iloc[1]
     store.db.execute("UPDATE units SET done = 20, finished = 0 WHERE unit_key = ?", [first])
     store.db.conn.commit()
     done = dict(zip(store.units(grid.run_id).unit_key, store.units(grid.run_id).done))
-    rows = estimate(grid, registry, {"robust": Calibration(1e-3, 1e-3)}, done)
+    rows = estimate(grid, {"robust": Calibration(1e-3, 1e-3)}, done)
     left = {r.unit.key: r.remaining_s / r.seconds for r in rows}
     assert left[first] == pytest.approx(0.5)
     assert all(v == 0 for k, v in left.items() if k != first)
@@ -61,8 +61,8 @@ def test_adaptive_cost_counts_its_majority_vote_checks(tmp_path, registry):
         attacks = f'[[attacks]]\nplugin = "adaptive"\nn_iter = 4\nn_target_classes = 2\nsuccess = "{success}"\n'
         grid = load_grid(digits_grid(tmp_path, attacks=attacks, defenses=DEFENSES, n=40,
                                      extra="votes = 3"), registry)
-        hedge = next(u for u in plan(grid, registry) if u.adaptive and u.defenses[0].plugin == "hedge")
-        costs[success] = unit_cost(hedge, grid, registry)
+        hedge = next(u for u in plan(grid) if u.adaptive and u.defenses[0].plugin == "hedge")
+        costs[success] = unit_cost(hedge, grid)
     from harness_plugins.defenses.hedge import Hedge
 
     scored = Hedge(eps_d=0.1, steps=3, step_size=0.025).passes() + Passes(1, 0)  # the defense, then the prediction
@@ -75,7 +75,7 @@ def test_adaptive_cost_counts_its_majority_vote_checks(tmp_path, registry):
 def test_estimate_after_a_run_shows_the_passes_each_unit_made(tmp_path, registry):
     grid = load_grid(digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=40), registry)
     with Store(grid.db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         units = store.units(grid.run_id)
     out = harness_cli("run", "--grid", str(tmp_path / "grid.toml"), "--estimate").stdout
     for unit in units.itertuples():

@@ -30,7 +30,7 @@ def test_every_attack_runs_batched_on_cuda(name, make, norm, on_cifar, digits):
 
 
 def test_grid_runs_on_cuda(tmp_path, registry):
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
 
@@ -39,7 +39,7 @@ def test_grid_runs_on_cuda(tmp_path, registry):
     path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
     grid = load_grid(path, registry)
     store = Store(grid.db)
-    rows = store.results(run_grid(grid, registry, store=store, progress=False))
+    rows = store.results(run_grid(grid, store=store, progress=False))
     assert len(rows) == 64 * 2 * 2 + 64 * 2   # clean and pgd × 2 defenses, adaptive × 1 defense each
     assert store.run(grid.run_id).device == torch.cuda.get_device_name()
 
@@ -47,7 +47,7 @@ def test_grid_runs_on_cuda(tmp_path, registry):
 @pytest.mark.parametrize("extra", ['precision = "tf32"', 'precision = "bf16"\nchannels_last = true',
                                    'precision = "bf16"\nchannels_last = true\ncompile = true'])
 def test_lower_precision_grids_run_on_cuda_close_to_fp32(tmp_path, registry, extra):
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
 
@@ -61,7 +61,7 @@ def test_lower_precision_grids_run_on_cuda_close_to_fp32(tmp_path, registry, ext
         path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
         grid = load_grid(path, registry)
         store = Store(grid.db)
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         accs.append(store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc * 100)
     assert (accs[0] - accs[1]).abs().max() <= 2.0  # 400 examples: a few borderline flips at most
 
@@ -100,7 +100,7 @@ def test_every_attack_and_defense_plugin_runs_on_a_3_channel_model_in_bf16_chann
             else:
                 out = attack(model, x, y, threat, generator=generator)
             check_attack_output(name, out.x_adv if isinstance(out, AttackOutput) else out, x, threat)
-        for name in registry.names(Kind.DEFENSE):
+        for name in registry.ids(Kind.DEFENSE):
             defense = registry.get(Kind.DEFENSE, name).factory()
             scored = predict_defended(model, defense, x, 3, lambda d: torch.Generator(device=device).manual_seed(d),
                                       name=name, num_classes=10)
@@ -110,7 +110,7 @@ def test_every_attack_and_defense_plugin_runs_on_a_3_channel_model_in_bf16_chann
 def test_a_split_run_on_cuda_gives_the_rows_of_one_pass(tmp_path, registry):
     """Resume equality on the GPU: the examples evaluated as two batch-aligned ranges (a resumed unit) give the
     rows of one pass (cuDNN runs its deterministic algorithms under the harness)."""
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import Runner
 
     path = digits_grid(tmp_path, n=64, batch_size=16, attacks='[[attacks]]\nplugin = "pgd"\n',
@@ -118,7 +118,7 @@ def test_a_split_run_on_cuda_gives_the_rows_of_one_pass(tmp_path, registry):
                                 'eps_d = 0.1\n')
     path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
     grid = load_grid(path, registry)
-    runner = Runner(grid, registry, progress=False)
+    runner = Runner(grid, progress=False)
     data, units = runner.prepare()
     loaded = runner.load_model(0)
 
@@ -131,7 +131,7 @@ def test_a_split_run_on_cuda_gives_the_rows_of_one_pass(tmp_path, registry):
 
 def test_one_ray_shard_on_the_gpu_gives_the_local_rows(tmp_path, registry):
     ray = pytest.importorskip("ray")
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.ray_executor import run_with_ray
     from harness.run.runner import run_grid
     from harness.storage.store import Store
@@ -144,11 +144,11 @@ def test_one_ray_shard_on_the_gpu_gives_the_local_rows(tmp_path, registry):
 
     local, sharded = grid_in(tmp_path / "local"), grid_in(tmp_path / "ray")
     with Store(local.db) as store:
-        expected = store.results(run_grid(local, registry, store=store, progress=False))
+        expected = store.results(run_grid(local, store=store, progress=False))
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with Store(sharded.db) as store:
-            got = store.results(run_with_ray(sharded, registry, store, shard_size=16, progress=False))
+            got = store.results(run_with_ray(sharded, store, shard_size=16, progress=False))
     finally:
         ray.shutdown()
     columns = ["unit_key", "defense", "idx", "pred", "correct"]

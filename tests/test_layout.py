@@ -37,7 +37,7 @@ BUDGETS = {
 
 
 def _attacks(registry):
-    for name in registry.names(Kind.ATTACK):
+    for name in registry.ids(Kind.ATTACK):
         assert name in BUDGETS, f"attack plugin {name!r} has no budget in tests/test_layout.py"
         attack = registry.get(Kind.ATTACK, name).factory(**BUDGETS[name])
         members = attack.members() if isinstance(attack, AttackSuite) else [(name, attack)]
@@ -105,7 +105,7 @@ def test_a_channels_last_grid_on_3_channel_data_runs_library_attacks_end_to_end(
     """The runner's own path: data loaded, models prepared, pyautoattack's APGD-T and Square and the adaptive
     attack (whose library loop flattens with .view) on CIFAR-10 (JPEG) under channels_last = true."""
     from conftest import shared_file
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
 
@@ -127,5 +127,5 @@ defenses = [{{ plugin = "none" }}, {{ plugin = "hedge", steps = 2 }}]
 """)
     grid = load_grid(grid_file, registry)
     with Store(grid.db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         assert store.units(grid.run_id).finished.all() and len(store.results(grid.run_id)) == 4 * (2 * 3 + 2)

@@ -16,8 +16,8 @@ from conftest import REPO, digits_grid, harness_cli, shared_file
 from harness.api.specs import Kind
 from harness.api.threat import Norm, ThreatModel
 from harness.cli import main
-from harness.grid.config import Entry, Overrides, load_grid
-from harness.grid.plan import build
+from harness.grid.config import Overrides
+from harness.grid.reader import load_grid
 from harness.run.runner import run_grid
 from harness.storage.store import Store
 
@@ -166,8 +166,7 @@ def test_cw_with_the_released_clamp_stops_at_the_boundary_and_the_plain_margin_d
     with torch.no_grad():
         margin = lambda x_adv: digits_standard(x_adv).topk(2).values.diff().abs().squeeze(1)  # noqa: E731
     clamped = paper(registry, "cw", steps=20, step_size=0.01)(digits_standard, x, y, threat, generator=gen())
-    plain = build(registry, Entry("cw", "cw", (("step_size", 0.01),)),
-                  Kind.ATTACK)(digits_standard, x, y, threat, generator=gen())
+    plain = registry.get(Kind.ATTACK, "cw").factory(step_size=0.01)(digits_standard, x, y, threat, generator=gen())
     with torch.no_grad():
         fooled = (digits_standard(clamped).argmax(1) != y) & (digits_standard(plain).argmax(1) != y)
     # where both fool the model, the clamped loss left its examples nearer the boundary
@@ -180,7 +179,7 @@ def test_reverse_hedge_and_daa_white_under_the_preset_are_the_released_loops(reg
     ours = paper(registry, "reverse-hedge", steps=6)(cifar_robust, x, y, threat, generator=gen(1))
     assert torch.equal(ours, released.released_reverse(cifar_robust, x, gen(1), steps=6))
     x, y = x[:3], y[:3]   # DAA's 10 × 10 inner steps: three images pin the loop, as eight would
-    ours = build(registry, Entry("daa-white", "d"), Kind.ATTACK)(
+    ours = registry.get(Kind.ATTACK, "daa-white").factory()(
         cifar_robust, x, y, threat, generator=gen(2))
     assert torch.equal(ours, released.released_daa_white(cifar_robust, x, y, gen(2)))
 
@@ -331,7 +330,7 @@ def test_paper_worst_case_is_the_or_of_the_attacks_without_clean(tmp_path, regis
                        extra='preset = "paper"')
     grid = load_grid(path, registry)
     store = Store(grid.db)
-    run_grid(grid, registry, store=store, progress=False)
+    run_grid(grid, store=store, progress=False)
     from harness.analysis.aggregate import WORST_TRANSFER, cells
 
     table = cells(store, store.run()).set_index(["defense", "key"])["mean"]
@@ -356,7 +355,7 @@ def test_ftof_is_a_different_wrong_class_and_the_counts_partition_the_examples(t
     grid = load_grid(digits_grid(tmp_path, n=100, batch_size=50, attacks=attacks, defenses=defenses,
                                  models=_standard_model()), registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     flips = flip_counts(store, run_id).set_index(["attack", "defense"])
     rows = store.results(run_id).set_index(["attack", "defense", "idx"])
     for (attack, defense), row in flips.iterrows():
@@ -388,7 +387,7 @@ def test_lipschitz_gaps_take_the_false_class_from_the_wrong_side(tmp_path, regis
     grid = load_grid(digits_grid(tmp_path, n=100, batch_size=50, attacks=attacks, defenses=defenses,
                                  extra="lipschitz = true", models=_standard_model()), registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     gaps = pd.read_sql_query("SELECT * FROM gaps WHERE run_id = ?", store.db.conn, params=[run_id])
     rows = store.results(run_id).set_index(["attack", "defense", "idx"])
     assert set(gaps.kind) == {"FtoT", "TtoF"}
@@ -421,8 +420,7 @@ def test_local_lipschitz_is_the_largest_sampled_gradient_norm(digits, digits_rob
 
 def test_hedge_aware_is_algorithm_6_with_one_step_size(registry, digits, digits_robust):
     x, y = digits.x[:30], digits.y[:30]
-    attack = build(registry, Entry(
-        "hedge-aware", "h", (("eps_d", 0.1), ("hedge_step_size", 0.03), ("hedge_steps", 3), ("steps", 4))), Kind.ATTACK)
+    attack = registry.get(Kind.ATTACK, "hedge-aware").factory(eps_d=0.1, hedge_step_size=0.03, hedge_steps=3, steps=4)
     assert attack.step_size is None   # Algorithm 6: the attack's step is η
     ours = attack(digits_robust, x, y, ThreatModel(Norm.LINF, 0.1), generator=gen(9))
     reference = released.algorithm6(digits_robust, x, y, gen(9), T=4, K=3, eta=0.03, eps_a=0.1, eps_d=0.1)
@@ -511,7 +509,7 @@ def test_the_honest_preset_keeps_every_attacks_own_point_where_it_fails(registry
 
 def test_defaults_that_resolve_at_run_time_are_the_papers(registry):
     linf = ThreatModel(Norm.LINF, 8 / 255)
-    assert build(registry, _entry("pgd"), Kind.ATTACK).resolved_step(linf) == 4 / 255      # B.2: η = 4/255
+    assert registry.get(Kind.ATTACK, "pgd").factory().resolved_step(linf) == 4 / 255      # B.2: η = 4/255
     hedge = registry.get(Kind.DEFENSE, "hedge").factory()
     assert hedge.ball.eps == 8 / 255 and hedge.eta == 4 / 255                                # Section 4.1.1
     released_hedge = paper(registry, "hedge", kind=Kind.DEFENSE)
@@ -519,10 +517,6 @@ def test_defaults_that_resolve_at_run_time_are_the_papers(registry):
     assert paper(registry, "pgd").resolved_step(linf) == 0.007                              # attacks.py PGDAttack
     adaptive = registry.get(Kind.ATTACK, "adaptive").factory()
     assert (adaptive.n_target_classes, adaptive.eot, adaptive.defense_steps_in_attack) == (5, 3, 5)   # Croce et al.
-
-
-def _entry(plugin: str) -> Entry:
-    return Entry(plugin, plugin)
 
 
 @pytest.mark.parametrize("preset,ddof,name", [("honest", 1, "sample standard deviation"),
@@ -538,7 +532,7 @@ def test_the_spread_over_repeats_is_the_presets(tmp_path, registry, preset, ddof
                                  defenses='[[defenses]]\nplugin = "random"\neps_d = 0.2\n'), registry,
                      overrides=Overrides(preset=preset))
     with Store(grid.db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         accuracy = store.accuracy(grid.run_id)
         content = build_content(store, grid.run_id)
     per_repeat = accuracy[(accuracy.attack == "pgd")].sort_values("repeat").acc.to_numpy() * 100

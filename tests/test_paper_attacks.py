@@ -10,7 +10,7 @@ import torch
 from conftest import digits_grid, harness_cli, shared_file
 from harness.analysis.analytics import flip_counts
 from harness.api.threat import Norm, ThreatModel
-from harness.grid.config import load_grid
+from harness.grid.reader import load_grid
 from harness.run.checks import check_attack_output
 from harness.run.defended import Defended
 from harness.run.runner import run_grid
@@ -112,7 +112,7 @@ defenses = [{{ plugin = "none" }}, {{ plugin = "hedge", steps = 5 }}]
 """)
     grid = load_grid(tmp_path / "grid.toml", registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     acc = store.accuracy(run_id).set_index(["defense", "attack"])["acc"]
     assert acc[("hedge", "adaptive")] < acc[("hedge", "pgd")]            # through the defense beats transfer
     from harness.analysis.aggregate import WORST_ADAPTIVE, WORST_TRANSFER
@@ -164,7 +164,7 @@ def test_full_grid_flip_counts_add_up_to_the_accuracy_differences(tmp_path, regi
     grid = load_grid(digits_grid(tmp_path, n=100, batch_size=50, attacks=attacks, defenses=defenses,
                                  extra="save_examples = 4"), registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     flips = flip_counts(store, run_id)
     assert set(flips.defense) == {"random", "hedge"} and set(flips.attack) == {"clean", "pgd", "cw"}
     acc = store.accuracy(run_id).set_index(["model", "defense", "attack", "repeat"])["acc"]

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import digits_grid
 from harness.api.interfaces import Defense
 from harness.api.threat import Norm, ThreatModel
-from harness.grid.config import load_grid
+from harness.grid.reader import load_grid
 from harness.run.counting import PassCounter
 from harness.run.defended import Defended, DrawRunner, predict_defended
 from harness.run.runner import run_grid
@@ -184,7 +184,7 @@ def test_a_unit_records_the_passes_it_made_and_its_floor(tmp_path, registry):
     grid = load_grid(digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 7\nstep_size = 0.02\n',
                                  extra="save_examples = 0"), registry)
     with Store(grid.db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         units = store.units(grid.run_id).set_index("attack")
     pgd, clean = units.loc["pgd"], units.loc["clean"]
     assert (pgd.counted_forward, pgd.counted_backward) == (40 * 8, 40 * 7)

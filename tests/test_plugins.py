@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import textwrap
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import torch
@@ -17,7 +17,6 @@ from torch import nn
 from conftest import REPO, digits_grid, harness_cli
 from harness.api.errors import PluginError
 from harness.api.hookspecs import hookimpl
-from harness.api.interfaces import Defense, Role
 from harness.api.registry import Registry
 from harness.api.specs import Kind, PluginSpec, spec_from_dataclass
 
@@ -30,7 +29,7 @@ def test_builtins_come_through_entry_points_with_their_distribution(registry):
         assert spec.distribution.startswith("robustness-harness "), spec.distribution
         assert spec.description
     # without entry points nothing is built in: the built-ins use no private path
-    assert Registry(entry_points=False).names(Kind.ATTACK) == []
+    assert Registry(entry_points=False).ids(Kind.ATTACK) == []
 
 
 def test_plugin_declares_typed_params_with_defaults(registry):
@@ -136,7 +135,7 @@ def test_a_class_statement_registers_a_plugin_whose_kind_is_its_base(tmp_path, m
     assert registry.get(Kind.ATTACK, "nudge").factory is one_line_plugins.Nudge
     assert registry.get(Kind.ATTACK, "nudge").param("scale").default == 1.0
     assert registry.get(Kind.DEFENSE, "flip").factory is one_line_plugins.Flip
-    assert "flip" not in registry.names(Kind.ATTACK) and one_line_plugins.NudgeTwice not in {
+    assert "flip" not in registry.ids(Kind.ATTACK) and one_line_plugins.NudgeTwice not in {
         spec.factory for spec in registry.all()}
     assert registry.get(Kind.ATTACK, "pgd").distribution.startswith("robustness-harness")   # the built-ins, alike
 
@@ -185,12 +184,10 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_pat
     (dist / "entry_points.txt").write_text("[harness]\ndupe = dupe_attack\n")
     (tmp_path / "dupe_attack.py").write_text(
         "from dataclasses import dataclass\n"
-        "from harness.api.hookspecs import hookimpl\n"
-        "from harness.api.specs import Kind, spec_from_dataclass\n"
         "from harness_plugins.attacks.pgd import PGD\n"
-        "@hookimpl\n"
-        "def harness_attacks():\n"
-        "    return [spec_from_dataclass(PGD, name='pgd', kind=Kind.ATTACK, description='another pgd')]\n")
+        "@dataclass(frozen=True)\n"
+        "class AnotherPGD(PGD, name='pgd'):\n"
+        "    \"\"\"Another pgd.\"\"\"\n")
     proc = harness_cli("plugins", env={"PYTHONPATH": f"{tmp_path}:{REPO}"}, check=False)
     assert proc.returncode == 2
     assert "two attack plugins are named 'pgd'" in proc.stderr
@@ -198,45 +195,49 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_distributions(tmp_pat
 
 
 def test_plugin_registered_in_code_duplicates_are_caught_too():
-    from harness_plugins.attacks.pgd import PGD
+    module = code_module("twin", """
+        from dataclasses import dataclass
+        from harness_plugins.attacks.pgd import PGD
 
-    module = types.ModuleType("twin")
-
-    @hookimpl
-    def harness_attacks() -> list[PluginSpec]:
-        return [spec_from_dataclass(PGD, name="pgd", kind=Kind.ATTACK)]
-
-    module.harness_attacks = harness_attacks
+        @dataclass(frozen=True)
+        class Twin(PGD, name="pgd"):
+            \"\"\"PGD again.\"\"\"
+        """)
     with pytest.raises(PluginError, match="two attack plugins are named 'pgd'"):
         Registry(extra_modules=(module,))
 
 
-@dataclass(frozen=True)
-class AsIs(Defense):
-    """A third party's own "no defense", declared as the reference that other defenses are compared with."""
-
-    display_name: ClassVar[str] = "As is"
-    role: ClassVar[Role] = Role.REFERENCE
-
-    def purify(self, model, x, *, generator, differentiable=False):
-        return x
+def code_module(name: str, source: str) -> types.ModuleType:
+    """A plugin module registered in code: ``source`` run as module ``name``, whose named classes are its plugins."""
+    module = types.ModuleType(name)
+    sys.modules[name] = module   # dataclasses look their module up while it runs
+    exec(textwrap.dedent(source), module.__dict__)   # noqa: S102 - the test's own source
+    return module
 
 
 def _with_as_is() -> Registry:
-    module = types.ModuleType("third_party_reference")
+    return Registry(extra_modules=(code_module("third_party_reference", """
+        from dataclasses import dataclass
+        from typing import ClassVar
+        from harness.api import Defense
+        from harness.api.interfaces import Role
 
-    @hookimpl
-    def harness_defenses() -> list[PluginSpec]:
-        return [spec_from_dataclass(AsIs, name="as-is", kind=Kind.DEFENSE)]
+        @dataclass(frozen=True)
+        class AsIs(Defense, name="as-is"):
+            \"\"\"A third party's own "no defense", declared as the reference that other defenses are compared with.\"\"\"
 
-    module.harness_defenses = harness_defenses
-    return Registry(extra_modules=(module,))
+            display_name: ClassVar[str] = "As is"
+            role: ClassVar[Role] = Role.REFERENCE
+
+            def purify(self, model, x, *, generator, differentiable=False):
+                return x
+        """),))
 
 
 @pytest.mark.parametrize("reference", ["none", "as-is"])
 def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, reference):
     from harness.analysis.analytics import flip_counts
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
     from harness_reports.content import build_content
@@ -246,7 +247,7 @@ def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, referen
     grid = load_grid(digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 5\nstep_size = 0.03\n',
                                  defenses=defenses), registry)
     store = Store(grid.db)
-    run_grid(grid, registry, store=store, progress=False)
+    run_grid(grid, store=store, progress=False)
     run = store.run()
     assert run.reference_defense == reference
     flips = flip_counts(store, run.run_id)
@@ -261,7 +262,7 @@ def test_a_third_party_reference_defense_is_treated_as_none_is(tmp_path, referen
 
 def test_a_grid_without_defenses_needs_exactly_one_reference(tmp_path):
     from harness.api.errors import ConfigError
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
 
     with pytest.raises(ConfigError, match=r"key 'defenses': the grid needs exactly one installed defense plugin with "
                                           r"role 'reference' to use by default; found 'as-is' .*, 'none' .*"
@@ -275,30 +276,25 @@ def test_a_grid_without_defenses_needs_exactly_one_reference(tmp_path):
     ({"papr": {"step_size": 0.007}}, r"declares a preset 'papr'; the presets are honest, paper"),
 ])
 def test_a_typo_in_a_plugins_preset_is_an_error_not_a_preset_silently_ignored(tmp_path, presets, message):
-    from harness.api import Attack, Passes, param
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
 
-    @dataclass(frozen=True)
-    class Stepped(Attack):
-        """Does nothing, in steps."""
-        step_size: float = param(0.01, "step")
+    module = code_module("typo_preset", f"""
+        from dataclasses import dataclass
+        from harness.api import Attack, Passes, param
 
-        def __call__(self, model, x, y, threat, *, generator):
-            return x
+        @dataclass(frozen=True)
+        class Stepped(Attack, name="stepped"):
+            \"\"\"Does nothing, in steps.\"\"\"
+            presets = {presets!r}
+            step_size: float = param(0.01, "step")
 
-        def passes(self, threat):
-            return Passes(0, 0)
+            def __call__(self, model, x, y, threat, *, generator):
+                return x
 
-    Stepped.presets = presets
-    module = types.ModuleType("typo_preset")
-
-    @hookimpl
-    def harness_attacks() -> list[PluginSpec]:
-        return [spec_from_dataclass(Stepped, name="stepped", kind=Kind.ATTACK)]
-
-    module.harness_attacks = harness_attacks
-    with pytest.warns(DeprecationWarning):
-        registry = Registry(extra_modules=(module,))
+            def passes(self, threat):
+                return Passes(0, 0)
+        """)
+    registry = Registry(extra_modules=(module,))
     grid = digits_grid(tmp_path, attacks='[[attacks]]\nplugin = "stepped"\n')
     with pytest.raises(PluginError, match=r"attack plugin 'stepped' from \(registered in code: typo_preset\)" + ".*"
                        + message):
@@ -325,7 +321,7 @@ def test_a_plugin_declares_which_parameter_names_its_entries_and_which_takes_und
     monkeypatch.syspath_prepend(str(tmp_path))
     import bridge_plugins
 
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
 
     registry = Registry(extra_modules=(bridge_plugins,))
     grid = load_grid(digits_grid(tmp_path, attacks='[[attacks]]\nplugin = "bridge"\nklass = "MIFGSM"\nsteps = 7\n'

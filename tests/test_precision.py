@@ -10,7 +10,7 @@ import torch
 
 from conftest import digits_grid, none_and_hedge
 from harness.api.errors import ConfigError
-from harness.grid.config import load_grid
+from harness.grid.reader import load_grid
 from harness.run.precision import Compute, Precision
 from harness.run.runner import run_grid
 from harness.storage.store import Store
@@ -38,7 +38,7 @@ def test_precision_settings_parse_and_enter_the_run_identity(tmp_path, registry)
     # different units, the same random draws: the comparison isolates the arithmetic
     from harness.grid.plan import plan
 
-    pairs = list(zip(plan(plain, registry), plan(bf16, registry)))
+    pairs = list(zip(plan(plain), plan(bf16)))
     assert all(a.key != b.key and a.stream == b.stream for a, b in pairs)
 
 
@@ -104,7 +104,7 @@ def test_bf16_channels_last_run_is_recorded_and_changes_few_predictions(tmp_path
         grid = load_grid(digits_grid(tmp_path / name, attacks=BOUNDARY_ATTACKS, defenses=DEFENSES, extra=extra, n=200,
                                      batch_size=100), registry)
         store = Store(grid.db)
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         assert store.run().precision == grid.compute.describe()
         frame = store.results(grid.run_id)
         assert frame.linf.max() <= 0.1 + 1e-5  # projections stay in fp32: the ball holds under autocast
@@ -124,7 +124,7 @@ def test_compiled_model_gives_the_fp32_numbers(tmp_path, registry):
         grid = load_grid(digits_grid(tmp_path / name, attacks=ATTACKS.split("[[attacks]]\nplugin = \"cw\"")[0],
                                      extra=extra, n=40, batch_size=40), registry)
         store = Store(grid.db)
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         accs.append(store.accuracy(grid.run_id).set_index(["defense", "attack"]).acc)
     assert (accs[0] - accs[1]).abs().max() <= 0.05
 
@@ -147,17 +147,16 @@ def test_the_verdict_is_computed_in_fp32_whatever_the_precision(digits, digits_r
 def test_attacks_that_stop_on_the_boundary_run_in_fp32_under_a_bf16_grid(tmp_path, registry):
     """A point on the decision boundary of the bf16 model is a coin flip for the fp32 verdict: RayS and DeepFool
     declare it (full_precision), and the runner runs them without autocast; the others keep the grid's precision."""
-    import types
+    import sys
 
-    from harness.api.hookspecs import hookimpl
     from harness.api.interfaces import Attack
     from harness.api.registry import Registry
-    from harness.api.specs import Kind, spec_from_dataclass
+    from harness.api.specs import Kind
 
     seen = {}
 
     @dataclass(frozen=True)
-    class Probe(Attack):
+    class Probe(Attack, name="probe"):
         full_precision: ClassVar[bool] = True
 
         def __call__(self, model, x, y, threat, *, generator):
@@ -165,13 +164,11 @@ def test_attacks_that_stop_on_the_boundary_run_in_fp32_under_a_bf16_grid(tmp_pat
             seen["logits"] = model(x).dtype
             return x.clone()
 
-    module = types.ModuleType("probe_plugins")
-    module.harness_attacks = hookimpl(lambda: [spec_from_dataclass(Probe, name="probe", kind=Kind.ATTACK)])
-    plus = Registry(extra_modules=(module,))
+    plus = Registry(extra_modules=(sys.modules[__name__],))   # this module, registered in code: Probe
     assert plus.skipped == []
     grid = load_grid(digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "probe"\n',
                                  extra='precision = "bf16"'), plus)
-    run_grid(grid, plus, store=Store(grid.db), progress=False)
+    run_grid(grid, store=Store(grid.db), progress=False)
     assert seen == {"autocast": False, "logits": torch.float32}
-    exact = {name for name in registry.names(Kind.ATTACK) if registry.get(Kind.ATTACK, name).declared("full_precision")}
+    exact = {name for name in registry.ids(Kind.ATTACK) if registry.get(Kind.ATTACK, name).declared("full_precision")}
     assert {"rays", "deepfool"} <= exact and "pgd" not in exact

@@ -84,7 +84,7 @@ def test_passes_inside_a_batch_move_the_grid_before_the_batch_is_committed_and_a
 
 def test_a_unit_of_one_batch_shows_progress_while_it_runs(tmp_path, registry):
     """20 examples in batches of 50: every unit is one batch, and the grid's line moves inside it."""
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import Runner
     from harness.storage.store import Store
 
@@ -92,7 +92,7 @@ def test_a_unit_of_one_batch_shows_progress_while_it_runs(tmp_path, registry):
                                  attacks='[[attacks]]\nplugin = "pgd"\nsteps = 40\nstep_size = 0.01\n'), registry)
     stream = io.StringIO()
     with Store(grid.db) as store:
-        runner = Runner(grid, registry, store, progress=True)
+        runner = Runner(grid, store, progress=True)
         runner.report_every_s = 0.0
         import contextlib
         with contextlib.redirect_stderr(stream):

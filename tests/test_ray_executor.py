@@ -9,8 +9,8 @@ import os
 import pytest
 
 from conftest import PGD_AND_SQUARE, digits_grid, none_and_hedge
-from harness.grid.config import load_grid
-from harness.run.runner import run_grid
+from harness.grid.reader import load_grid
+from harness.run.runner import Runner, run_grid
 from harness.storage.store import Store
 
 ray = pytest.importorskip("ray")
@@ -52,7 +52,7 @@ def reference(tmp_path_factory, registry):
     tmp = tmp_path_factory.mktemp("local")
     grid = load_grid(digits_grid(tmp, attacks=ATTACKS, defenses=DEFENSES, n=60, batch_size=20), registry)
     store = Store(grid.db)
-    run_grid(grid, registry, store=store, progress=False)
+    run_grid(grid, store=store, progress=False)
     return rows_of(store, grid.run_id)
 
 
@@ -63,7 +63,7 @@ def ray_grid(tmp_path, registry):
 def test_sharded_ray_run_gives_the_local_rows(cluster, reference, tmp_path, registry):
     grid = ray_grid(tmp_path, registry)
     store = Store(grid.db)
-    run_with_ray(grid, registry, store, shard_size=20, progress=False)
+    run_with_ray(grid, store, shard_size=20, progress=False)
     assert rows_of(store, grid.run_id) == reference
     units = store.units(grid.run_id)
     assert units.finished.all() and (units.done == 60).all()
@@ -78,7 +78,7 @@ def test_a_worker_killed_mid_unit_is_retried_and_loses_or_duplicates_nothing(clu
     marker = tmp_path / "killed"  # absent: the first task kills its worker after its first batch of three
     grid = ray_grid(tmp_path, registry)
     store = Store(grid.db)
-    run_with_ray(grid, registry, store, progress=False, task_body=killing_once(str(marker)))  # whole units
+    run_with_ray(grid, store, progress=False, task_body=killing_once(str(marker)))  # whole units
     assert marker.exists(), "no worker was killed: the fault was not exercised"
     got = rows_of(store, grid.run_id)
     assert got == reference
@@ -99,7 +99,7 @@ def test_a_restarted_driver_resumes_from_the_database(cluster, reference, tmp_pa
 
     monkeypatch.setattr(Store, "commit", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        run_with_ray(grid, registry, store, shard_size=20, progress=False)
+        run_with_ray(grid, store, shard_size=20, progress=False)
     monkeypatch.setattr(Store, "commit", real_commit)
     partial = store.db["shards"].count
     assert partial == 2
@@ -113,7 +113,7 @@ def test_a_restarted_driver_resumes_from_the_database(cluster, reference, tmp_pa
         return out
 
     monkeypatch.setattr("harness.run.ray_executor.shards_of", counting)
-    run_with_ray(grid, registry, restarted, shard_size=20, progress=False)
+    run_with_ray(grid, restarted, shard_size=20, progress=False)
     assert len(submitted) == 9 - partial  # the finished shards were not submitted again
     assert rows_of(restarted, grid.run_id) == reference
 
@@ -123,7 +123,7 @@ def test_shard_size_must_align_with_batches(cluster, tmp_path, registry):
 
     grid = ray_grid(tmp_path, registry)
     with pytest.raises(HarnessError, match="multiple of the grid's batch_size 20"):
-        run_with_ray(grid, registry, Store(grid.db), shard_size=30, progress=False)
+        run_with_ray(grid, Store(grid.db), shard_size=30, progress=False)
 
 
 def recording_workers(log: str):
@@ -140,7 +140,7 @@ def test_workers_are_reused_and_load_the_model_once_each(cluster, reference, tmp
     log = tmp_path / "workers.log"
     grid = ray_grid(tmp_path, registry)
     store = Store(grid.db)
-    run_with_ray(grid, registry, store, shard_size=20, progress=False, task_body=recording_workers(str(log)))
+    run_with_ray(grid, store, shard_size=20, progress=False, task_body=recording_workers(str(log)))
     assert rows_of(store, grid.run_id) == reference
     seen = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
     assert len(seen) == 9 and len({pid for pid, _ in seen}) < 9            # processes ran several shards each
@@ -161,7 +161,7 @@ def test_a_cpu_head_with_gpu_workers_takes_the_workers_device(tmp_path, registry
     run records the device the workers computed on, not the head's."""
     from harness.api.errors import ConfigError
     from harness.grid.config import Overrides
-    from harness.run.ray_executor import workers_device_kind
+    from harness.run.ray_executor import workers_device_type
 
     path = digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=60, batch_size=20)
     path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
@@ -170,9 +170,9 @@ def test_a_cpu_head_with_gpu_workers_takes_the_workers_device(tmp_path, registry
         with pytest.raises(ConfigError, match="torch sees no GPU"):
             load_grid(path, registry)
     grid = load_grid(path, registry, overrides=Overrides(remote_workers=True))
-    assert grid.device_kind == "cuda"
-    assert workers_device_kind("auto", 2) == "cuda" and workers_device_kind("auto", 0) == "cpu"
-    assert workers_device_kind("cpu", 2) == "cpu"
+    assert grid.device_type == "cuda"
+    assert workers_device_type("auto", 2) == "cuda" and workers_device_type("auto", 0) == "cpu"
+    assert workers_device_type("cpu", 2) == "cpu"
 
 
 def test_the_run_records_the_device_its_workers_computed_on(cluster, tmp_path, registry):
@@ -181,5 +181,29 @@ def test_the_run_records_the_device_its_workers_computed_on(cluster, tmp_path, r
 
     grid = ray_grid(tmp_path, registry)
     store = Store(grid.db)
-    run_with_ray(grid, registry, store, progress=False, task_body=on_a_gpu)
+    run_with_ray(grid, store, progress=False, task_body=on_a_gpu)
     assert store.run(grid.run_id).device == "cuda (NVIDIA H200)"
+
+
+def test_a_task_evaluates_the_grid_it_is_sent_without_discovering_plugins(reference, tmp_path, registry, monkeypatch):
+    """A task gets the grid pickled, each entry with the plugin object built when the grid was read: the worker
+    evaluates it as sent, and never builds a registry (no entry-point scan, no plugin module imported anew)."""
+    import pickle
+
+    from harness.api.registry import Registry
+    from harness.grid.plan import plan
+
+    grid = ray_grid(tmp_path, registry)
+    sent = pickle.loads(pickle.dumps(grid))
+    assert sent.run_id == grid.run_id and all(e.built == f.built for e, f in zip(sent.attacks, grid.attacks))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a task discovered the plugins again")
+
+    monkeypatch.setattr(Registry, "__init__", refused)
+    data = Runner(grid, progress=False).load_data()
+    unit = next(u for u in plan(sent) if u.attack.plugin == "pgd")
+    result = evaluate_range(sent, unit, 20, 40, data.x, data.y, data.classes, data.domain, data.display_name)
+    rows = sorted((r.defense, r.idx, r.pred) for r in result["records"]["results"])
+    expected = sorted((d, i, p) for key, _, _, d, _, i, _, p, *_ in reference if key == unit.key and 20 <= i < 40)
+    assert rows == expected and len(rows) == 20 * len(grid.defenses)

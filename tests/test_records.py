@@ -49,7 +49,8 @@ def test_a_recorded_database_resumes_in_another_checkout_and_virtual_environment
     every row as it was."""
     import shutil
 
-    from harness.grid.config import Overrides, load_grid
+    from harness.grid.config import Overrides
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
     from harness.storage.store import Store
 
@@ -60,7 +61,7 @@ def test_a_recorded_database_resumes_in_another_checkout_and_virtual_environment
     grid = load_grid(REPO / "tests" / "golden" / "grid.toml", registry, overrides=Overrides(db=str(db)))
     assert grid.run_id == before.run_id
     with Store(db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         assert [r.run_id for r in store.runs()] == [before.run_id]
         assert store.results(before.run_id).equals(rows)
 
@@ -88,3 +89,13 @@ def test_the_old_module_names_import_the_moved_modules_and_warn():
         with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
             module = importlib.import_module(old)
         assert module is importlib.import_module(new)
+
+
+def test_load_grid_from_its_old_module_is_the_readers_and_warns():
+    import harness.grid.config as config
+    from harness.grid.reader import load_grid
+
+    with pytest.warns(DeprecationWarning, match="moved to harness.grid.reader.load_grid"):
+        assert config.load_grid is load_grid
+    with pytest.raises(AttributeError, match="no attribute 'load_grids'"):
+        config.load_grids  # noqa: B018

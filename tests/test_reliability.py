@@ -18,8 +18,8 @@ import torch
 
 from conftest import DIGITS_ROBUST, DIGITS_STANDARD, REPO, digits_grid, harness_cli, shared_file
 from harness.api.errors import DataError, StoreError
-from harness.grid.config import load_grid
 from harness.grid.plan import plan
+from harness.grid.reader import load_grid
 from harness.run.runner import Runner, run_grid
 from harness.storage.records import SCHEMA_VERSION
 from harness.storage.store import Store
@@ -58,16 +58,16 @@ def test_replacing_a_checkpoint_gives_a_new_run_and_new_unit_keys(tmp_path, regi
     first = load_grid(path, registry)
     sha = dict(first.models[0].contents)[str(weights)]
     assert len(sha) == 64 and sha in first.identity()["models"][0]["contents"].values()   # recorded in the run
-    run_grid(first, registry, progress=False)
+    run_grid(first, progress=False)
     shutil.copy(DIGITS_STANDARD, weights)                     # same path, other bytes
     second = load_grid(path, registry)
     assert second.run_id != first.run_id
-    assert not {u.key for u in plan(first, registry)} & {u.key for u in plan(second, registry)}
-    run_grid(second, registry, progress=False)
+    assert not {u.key for u in plan(first)} & {u.key for u in plan(second)}
+    run_grid(second, progress=False)
     # the new run's rows are exactly those of a fresh run of the standard model: nothing of the old file mixed in
     (tmp_path / "fresh").mkdir()
     fresh_grid = load_grid(_grid_with_model(tmp_path / "fresh", DIGITS_STANDARD, n=40, attacks=ATTACKS), registry)
-    run_grid(fresh_grid, registry, progress=False)
+    run_grid(fresh_grid, progress=False)
     ours = _rows(Path(second.db), second.run_id).drop(columns="unit_key")
     theirs = _rows(Path(fresh_grid.db)).drop(columns="unit_key")
     pd.testing.assert_frame_equal(ours, theirs)
@@ -177,7 +177,7 @@ def test_show_and_report_read_a_wal_database_on_a_read_only_mount(tmp_path):
     from harness.api.registry import Registry
 
     registry = Registry()
-    run_grid(load_grid(digits_grid(tmp_path, n=20), registry), registry, store=Store(source / "run.sqlite"), progress=False)
+    run_grid(load_grid(digits_grid(tmp_path, n=20), registry), store=Store(source / "run.sqlite"), progress=False)
     assert sqlite3.connect(source / "run.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     script = (f"mount --bind -o ro {source} {mount} && "
               f"{sys.executable} -m harness.cli show --db {mount}/run.sqlite && "
@@ -193,15 +193,15 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_resumes(tmp_path, 
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
     store.db.execute(f"PRAGMA max_page_count = {pages + 3}")   # SQLite's own SQLITE_FULL, as on a full disk
     with pytest.raises(StoreError) as info:
-        Runner(grid, registry, store, progress=False).run()
+        Runner(grid, store, progress=False).run()
     message = str(info.value)
     assert message.startswith(f"the disk holding {grid.db} is full; ") and "batches are safely stored" in message
     stored = int(message.split("full; ")[1].split(" batches")[0])
     assert stored > 0 and Store(grid.db, readonly=True).results(grid.run_id).shape[0] > 0
-    run_grid(grid, registry, store=Store(grid.db), progress=False)   # a new process, with room again
+    run_grid(grid, store=Store(grid.db), progress=False)   # a new process, with room again
     (tmp_path / "ref").mkdir()
     reference = load_grid(digits_grid(tmp_path / "ref", n=60, batch_size=10, attacks=ATTACKS), registry)
-    run_grid(reference, registry, progress=False)
+    run_grid(reference, progress=False)
     pd.testing.assert_frame_equal(_rows(Path(grid.db)).drop(columns="unit_key"),
                                   _rows(Path(reference.db)).drop(columns="unit_key"))
 

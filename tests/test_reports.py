@@ -133,9 +133,9 @@ def test_sweeps_and_heat_map_are_found_and_hold_the_table_values(golden_db):
 
 def test_examples_figure_shows_real_flips(golden_db):
     content = build_content(Store(str(golden_db), readonly=True))
-    assert {e.kind for e in content.examples} == {"FtoT", "TtoF"}
+    assert {e.flip for e in content.examples} == {"FtoT", "TtoF"}
     for e in content.examples:
-        assert (e.pred_adv != e.label and e.pred_defended == e.label) if e.kind == "FtoT" else \
+        assert (e.pred_adv != e.label and e.pred_defended == e.label) if e.flip == "FtoT" else \
             (e.pred_adv == e.label and e.pred_defended != e.label)
         assert 0 < e.ssim_adv <= 1 and e.clean_png.startswith(b"\x89PNG")
 
@@ -401,14 +401,14 @@ def test_markdown_cannot_be_broken_out_of_by_a_label_or_the_grid_file(tmp_path, 
     """A label full of markdown and HTML, and a grid file whose comment opens and closes code fences: the report's
     tables keep their shape and nothing lands outside a code block as raw HTML."""
     from conftest import digits_grid
-    from harness.grid.config import load_grid
+    from harness.grid.reader import load_grid
     from harness.run.runner import run_grid
 
     hostile = "x | `y` *z* <img src=x onerror=alert(1)> [l](http://e)"
     attacks = f'[[attacks]]\nplugin = "pgd"\nlabel = "{hostile}"\nsteps = 2\n'
     path = digits_grid(tmp_path, n=10, attacks=attacks, extra='# ```\n# <img src=x onerror=alert(2)>\n# ````\n')
     grid = load_grid(path, registry)
-    run_grid(grid, registry, progress=False)
+    run_grid(grid, progress=False)
     write_report(grid.db, tmp_path / "out", "markdown")
     md = (tmp_path / "out" / "report.md").read_text()
     outside, fence = [], None

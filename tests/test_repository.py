@@ -80,7 +80,7 @@ def test_the_core_imports_no_plugin_module():
 
 
 def test_no_plugin_name_is_a_string_literal_in_the_core(registry):
-    names = {spec.name for spec in registry.all()}
+    names = {spec.id for spec in registry.all()}
     offenders = []
     for folder in CORE:
         for path in (REPO / folder).rglob("*.py"):

@@ -23,12 +23,12 @@ import torch
 from conftest import REPO, digits_grid, harness_cli
 from harness.analysis.notices import Notice
 from harness.api.errors import AttackOutputError, PluginCrash, PluginError
-from harness.api.hookspecs import hookimpl
 from harness.api.interfaces import Attack, AttackOutput, Defense
 from harness.api.registry import Registry
-from harness.api.specs import Kind, param, spec_from_dataclass
-from harness.grid.config import identity_hash, load_grid
+from harness.api.specs import param
+from harness.grid.config import identity_hash
 from harness.grid.plan import plan
+from harness.grid.reader import load_grid
 from harness.run.runner import run_grid
 from harness.storage.store import Store
 from harness_plugins.attacks.pgd import PGD
@@ -38,7 +38,7 @@ THREE_DEFENSES = '[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"
 
 
 @dataclass(frozen=True)
-class CountingPGD(PGD):
+class CountingPGD(PGD, name="counting-pgd"):
     """PGD that counts its calls, to show the examples are generated once for all defenses."""
 
     calls: ClassVar[list] = []
@@ -49,7 +49,7 @@ class CountingPGD(PGD):
 
 
 @dataclass(frozen=True)
-class BadAttack(Attack):
+class BadAttack(Attack, name="bad"):
     """Deliberately broken: outside (2ε), nan, box (pixel > 1), shape, train (flips mode), labels (y += 1 in
     place), inputs (writes into x and returns it), weights (zeroes the model), float64, queries (too few
     counts), raises (an exception of its own)."""
@@ -114,7 +114,7 @@ class BadAttack(Attack):
 
 
 @dataclass(frozen=True)
-class ChattyPGD(PGD):
+class ChattyPGD(PGD, name="chatty"):
     """PGD that talks as libraries do: a print, a warning and a log record on every call."""
 
     def __call__(self, model, x, y, threat, *, generator):
@@ -125,7 +125,7 @@ class ChattyPGD(PGD):
 
 
 @dataclass(frozen=True)
-class BadDefense(Defense):
+class BadDefense(Defense, name="bad-defense"):
     """Deliberately broken predictions: NaN logits, or one column more than the dataset has classes."""
 
     how: str = param("nan")
@@ -141,21 +141,8 @@ class BadDefense(Defense):
 
 
 def _test_plugins() -> types.ModuleType:
-    module = types.ModuleType("test_plugins_in_code")
-
-    @hookimpl
-    def harness_attacks():
-        return [spec_from_dataclass(CountingPGD, name="counting-pgd", kind=Kind.ATTACK),
-                spec_from_dataclass(BadAttack, name="bad", kind=Kind.ATTACK),
-                spec_from_dataclass(ChattyPGD, name="chatty", kind=Kind.ATTACK)]
-
-    @hookimpl
-    def harness_defenses():
-        return [spec_from_dataclass(BadDefense, name="bad-defense", kind=Kind.DEFENSE)]
-
-    module.harness_attacks = harness_attacks
-    module.harness_defenses = harness_defenses
-    return module
+    """This module, as a plugin package registered in code: its classes that name themselves are its plugins."""
+    return sys.modules[__name__]
 
 
 @pytest.fixture(scope="module")
@@ -169,13 +156,13 @@ def test_examples_are_generated_once_and_reused_by_every_defense(tmp_path, regis
                                  attacks='[[attacks]]\nplugin = "counting-pgd"\nsteps = 5\nstep_size = 0.03\n',
                                  defenses=THREE_DEFENSES), registry_plus)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry_plus, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     # 2 repeats × 3 batches, not × 3 defenses
     assert CountingPGD.calls == [20] * 6
     rows = store.results(run_id)
     assert len(rows) == 60 * 2 * 3 * 2  # examples × attacks (clean + pgd) × defenses × repeats
     # re-running the finished grid skips every unit
-    run_grid(grid, registry_plus, store=store, progress=False)
+    run_grid(grid, store=store, progress=False)
     assert CountingPGD.calls == [20] * 6
     assert len(store.results(run_id)) == len(rows)
 
@@ -186,7 +173,7 @@ def test_worst_case_is_the_per_example_and_across_attacks(tmp_path, registry):
                '[[attacks]]\nplugin = "pgd"\nlabel = "pgd-1"\nsteps = 1\nstep_size = 0.1\n')
     grid = load_grid(digits_grid(tmp_path, n=80, repeats=2, attacks=attacks, defenses=THREE_DEFENSES), registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     rows = store.results(run_id)
     direct = (rows.groupby(["model", "defense", "repeat", "idx"])["correct"].min()
               .groupby(["model", "defense", "repeat"]).mean())
@@ -201,7 +188,7 @@ def test_worst_case_is_the_per_example_and_across_attacks(tmp_path, registry):
 def test_worst_case_ignores_examples_missing_an_attack(tmp_path, registry):
     grid = load_grid(digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 2\n'), registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     store.db.execute("DELETE FROM results WHERE attack = 'pgd' AND idx >= 30")
     store.db.conn.commit()
     worst = store.worst_case(run_id, store.run(run_id).labels("attacks"))
@@ -234,7 +221,7 @@ def test_runner_rejects_a_bad_attack_and_records_nothing_for_it(tmp_path, regist
     grid = load_grid(digits_grid(tmp_path, n=40, attacks=attacks), registry_plus)
     store = Store(grid.db)
     with pytest.raises((AttackOutputError, PluginError, PluginCrash), match=message):
-        run_grid(grid, registry_plus, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
     rows = store.results(grid.run_id)
     assert set(rows["attack"]) == {"clean"}  # the bad unit committed no row, and the run stopped before pgd
     assert identity_hash(grid.identity())[:12] == grid.run_id   # the grid it was handed a copy of is untouched
@@ -249,7 +236,7 @@ def test_runner_rejects_a_bad_defense_and_records_nothing_for_it(tmp_path, regis
                      registry_plus)
     store = Store(grid.db)
     with pytest.raises(PluginError, match=message):
-        run_grid(grid, registry_plus, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
     assert store.results(grid.run_id).empty   # the clean unit stopped at its first batch: nothing recorded
 
 
@@ -269,7 +256,7 @@ def test_a_plugins_exception_shows_its_traceback_under_a_line_naming_the_plugin(
 def test_randomised_defense_votes(tmp_path, registry):
     grid = load_grid(digits_grid(tmp_path, n=40, extra="votes = 7", defenses=THREE_DEFENSES), registry)
     store = Store(grid.db)
-    rows = store.results(run_grid(grid, registry, store=store, progress=False))
+    rows = store.results(run_grid(grid, store=store, progress=False))
     none = rows[rows.defense == "none"]
     assert (none.vote_frac == 1.0).all()
     hedged = rows[rows.defense == "hedge"]
@@ -281,7 +268,7 @@ def test_adaptive_attack_gets_one_unit_per_defense(tmp_path, registry):
     attacks = '[[attacks]]\nplugin = "pgd"\nlabel = "pgd-adaptive"\ntarget = "defended"\nsteps = 3\nstep_size = 0.05\n'
     grid = load_grid(digits_grid(tmp_path, n=20, attacks=attacks, defenses=THREE_DEFENSES), registry)
     store = Store(grid.db)
-    run_id = run_grid(grid, registry, store=store, progress=False)
+    run_id = run_grid(grid, store=store, progress=False)
     units = store.units(run_id)
     adaptive = units[units.attack == "pgd-adaptive"]
     assert sorted(adaptive.defenses) == ['["hedge"]', '["none"]', '["random"]']
@@ -380,8 +367,8 @@ def test_a_unit_another_run_of_the_database_finished_is_copied_not_computed(tmp_
                        registry, db_override=first.db)
     assert second.run_id != first.run_id
     with Store(first.db) as store:
-        run_grid(first, registry, store=store, progress=False)
-        run_grid(second, registry, store=store, progress=False)
+        run_grid(first, store=store, progress=False)
+        run_grid(second, store=store, progress=False)
         units = store.units(second.run_id).set_index("attack")
         assert units.loc["clean"].reused_from == units.loc["pgd"].reused_from == first.run_id
         assert pd.isna(units.loc["cw"].reused_from) and units.finished.all()
@@ -395,11 +382,11 @@ def test_a_unit_another_run_of_the_database_finished_is_copied_not_computed(tmp_
 def test_units_that_record_more_are_not_copied_from_units_that_recorded_less(tmp_path, registry):
     """The Lipschitz gaps and the saved examples enter a unit's key where they differ from the defaults."""
     path = digits_grid(tmp_path, n=20, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 2\n')
-    plain = {u.key for u in plan(load_grid(path, registry), registry)}
+    plain = {u.key for u in plan(load_grid(path, registry))}
     for setting in ("lipschitz = true", "save_examples = 2"):
         other = tmp_path / f"{setting.split()[0]}.toml"
         other.write_text(setting + "\n" + path.read_text())
-        assert plain.isdisjoint(u.key for u in plan(load_grid(other, registry), registry)), setting
+        assert plain.isdisjoint(u.key for u in plan(load_grid(other, registry))), setting
 
 
 def test_what_a_plugin_prints_is_kept_once_per_unit_for_the_report_not_mixed_into_the_output(tmp_path, registry_plus,
@@ -410,7 +397,7 @@ def test_what_a_plugin_prints_is_kept_once_per_unit_for_the_report_not_mixed_int
                      registry_plus)
     capsys.readouterr()
     with Store(grid.db) as store:
-        run_grid(grid, registry_plus, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
         out, err = capsys.readouterr()
         assert "computing the gradients" not in out + err and "zero gradient" not in out + err
         units = store.units(grid.run_id).set_index("attack")

@@ -17,27 +17,20 @@ from harness.api.errors import StoreError
 from harness.api.registry import Registry
 from harness.api.specs import Kind
 from harness.cli import main
-from harness.grid.config import load_grid
 from harness.grid.fingerprint import file_sha256
+from harness.grid.reader import load_grid
 from harness.run.runner import run_grid
 from harness.storage.store import Store
 
 PLUGIN = '''"""A third party's attack: PGD under another name."""
 from dataclasses import dataclass
 
-from harness.api.hookspecs import hookimpl
-from harness.api.specs import Kind, spec_from_dataclass
 from harness_plugins.attacks.pgd import PGD
 
 
 @dataclass(frozen=True)
-class FakePGD(PGD):
+class FakePGD(PGD, name="fake-pgd"):
     """PGD, as a third party ships it."""
-
-
-@hookimpl
-def harness_attacks():
-    return [spec_from_dataclass(FakePGD, name="fake-pgd", kind=Kind.ATTACK)]
 '''
 
 
@@ -76,7 +69,7 @@ def test_a_plugins_new_version_computes_its_units_again(tmp_path, fake_site):
     registry = fresh_registry()
     assert registry.get(Kind.ATTACK, "fake-pgd").distribution == "fake-attack-plugin 0.1.0"
     first = load_grid(_grid(tmp_path), registry)
-    run_grid(first, registry, store=Store(first.db), progress=False)
+    run_grid(first, store=Store(first.db), progress=False)
 
     again = load_grid(_grid(tmp_path), fresh_registry())          # unchanged: the same run, every unit already done
     assert again.run_id == first.run_id
@@ -87,7 +80,7 @@ def test_a_plugins_new_version_computes_its_units_again(tmp_path, fake_site):
     bumped = load_grid(_grid(tmp_path), bumped_registry)
     assert bumped.run_id != first.run_id
     store = Store(bumped.db)
-    run_grid(bumped, bumped_registry, store=store, progress=False)
+    run_grid(bumped, store=store, progress=False)
     assert len(store.results(bumped.run_id)) == 2 * 20      # computed again, not the old rows under a new name
     assert "fake-attack-plugin" in store.run(bumped.run_id).versions and "0.2.0" in store.run(bumped.run_id).versions
 
@@ -148,7 +141,7 @@ def _run_into(tmp_path: Path, db: Path, registry: Registry, seed: int) -> str:
     path.write_text(path.read_text().replace("seed = 7", f"seed = {seed}"))
     grid = load_grid(path, registry, db_override=str(db))
     with Store(grid.db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
     return grid.run_id
 
 
@@ -243,7 +236,7 @@ def test_figures_print_a_label_with_dollars_as_plain_text(tmp_path, registry, ca
         "\\", "\\\\"), defenses='[[defenses]]\nplugin = "none"\n[[defenses]]\nplugin = "random"\neps_d = 0.1\n')
     grid = load_grid(path, registry)
     with Store(grid.db) as store:
-        run_grid(grid, registry, store=store, progress=False)
+        run_grid(grid, store=store, progress=False)
     assert main(["report", "--db", grid.db, "--out", str(tmp_path / "report")]) == 0
     svgs = [p.read_text() for p in (tmp_path / "report" / "figures").glob("*.svg")]
     assert svgs and any("frac" in svg for svg in svgs)
@@ -260,17 +253,17 @@ def test_a_run_recorded_on_another_kind_of_device_is_not_extended_unasked(tmp_pa
     first = load_grid(path, registry, overrides=Overrides(resume_from_device="cuda"))
     assert first.resumed_from == "cuda" and first.identity()["device"] == "cuda"
     with Store(first.db) as store:
-        run_grid(first, registry, store=store, progress=False)
+        run_grid(first, store=store, progress=False)
     plain = load_grid(path, registry)
     assert plain.run_id != first.run_id
     with Store(plain.db) as store, pytest.raises(HarnessError, match=r"computed on cuda, and this machine computes on "
                                                                       r"cpu.*--resume-from-device cuda"):
-        run_grid(plain, registry, store=store, progress=False)
+        run_grid(plain, store=store, progress=False)
     with Store(plain.db, readonly=True) as store:
         assert [r.run_id for r in store.runs()] == [first.run_id]       # nothing was written for the refused run
     again = load_grid(path, registry, overrides=Overrides(resume_from_device="cuda"))
     with Store(again.db) as store:
-        assert run_grid(again, registry, store=store, progress=False) == first.run_id
+        assert run_grid(again, store=store, progress=False) == first.run_id
         assert "continues a run computed on cuda" in store.run(first.run_id).device
 
 

@@ -79,9 +79,6 @@ class Plugin(Registrable):
     # parameter defaults under a named preset (harness.grid.presets), e.g. {"paper": {"step_size": 0.007}}
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
-    def shown_name(self) -> str:
-        return self.display_name
-
     def check(self) -> None:
         """Checks of the parameters that need no model or data (a grid runs them when it is loaded);
         raise ``PluginError`` saying what is wrong and how to fix it."""
@@ -271,7 +268,7 @@ class DataSource(Registrable):
 
 def plugin_facts(obj: Any) -> Mapping[str, Any]:
     """What a built attack or defense declares, as recorded in a run for the reports."""
-    facts: dict[str, Any] = {"display_name": obj.shown_name(), "role": obj.role.value}
+    facts: dict[str, Any] = {"display_name": obj.display_name, "role": obj.role.value}
     if isinstance(obj, Attack):
         facts.update(access=Access(obj.access).value, adaptive=obj.adaptive, benchmark=obj.benchmark)
     if isinstance(obj, Defense):

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 
 from harness.api.errors import PluginError
 
-_DECLARED: dict[type, str] = {}   # class → its plugin id, in the order the classes were defined
+# (module, qualified name) → the class defined there and its plugin id, in the order the classes were defined; a
+# module imported again (a reinstalled plugin, importlib.reload) replaces its classes rather than adding twins
+_DECLARED: dict[tuple[str, str], tuple[type, str]] = {}
 
 
 class Registrable:
@@ -37,7 +39,7 @@ class Registrable:
         if not isinstance(name, str) or not name or name != name.strip() or any(c.isspace() for c in name):
             raise PluginError(f"{cls.__module__}.{cls.__qualname__}: a plugin's name is one word that grids write "
                               f"after plugin = (e.g. name=\"mi-fgsm\"), got {name!r}")
-        _DECLARED[cls] = name
+        _DECLARED[(cls.__module__, cls.__qualname__)] = (cls, name)
 
 
 def declared_under(module: ModuleType) -> list[tuple[type, str]]:
@@ -47,5 +49,5 @@ def declared_under(module: ModuleType) -> list[tuple[type, str]]:
         for found in pkgutil.walk_packages(module.__path__, module.__name__ + "."):
             importlib.import_module(found.name)
     prefix = module.__name__
-    return [(cls, name) for cls, name in _DECLARED.items()
+    return [(cls, name) for cls, name in _DECLARED.values()
             if cls.__module__ == prefix or cls.__module__.startswith(prefix + ".")]

@@ -94,7 +94,7 @@ class Registry:
                               f"class MyAttack(Attack, name=\"my-attack\")", DeprecationWarning, stacklevel=2)
                 for spec in returned:
                     if spec.kind is not kind:
-                        raise PluginError(f"{impl.plugin_name} returned {spec.kind.value} plugin {spec.name!r} from "
+                        raise PluginError(f"{impl.plugin_name} returned {spec.kind.value} plugin {spec.id!r} from "
                                           f"{hook_name}")
                     self._add(spec, self._dists.get(id(impl.plugin)), impl.plugin_name)
         for impl, returned in self._implementations("harness_commands"):
@@ -107,24 +107,32 @@ class Registry:
         code = code_identity(spec.factory.__module__, installed)
         dist = code.describe() if installed is not None else f"(registered in code: {registered_as})"
         spec = spec.with_code(dist, code)
-        if spec.name in self._specs[spec.kind]:
-            other = self._specs[spec.kind][spec.name].distribution
-            raise PluginError(f"two {spec.kind.value} plugins are named {spec.name!r}: one from {other}, one from "
+        if spec.id in self._specs[spec.kind]:
+            other = self._specs[spec.kind][spec.id].distribution
+            raise PluginError(f"two {spec.kind.value} plugins are named {spec.id!r}: one from {other}, one from "
                               f"{dist}. Uninstall one of them or rename the plugin.")
-        self._specs[spec.kind][spec.name] = spec
+        self._specs[spec.kind][spec.id] = spec
 
-    def get(self, kind: Kind, name: str) -> PluginSpec:
+    def get(self, kind: Kind, plugin_id: str) -> PluginSpec:
         try:
-            return self._specs[kind][name]
+            return self._specs[kind][plugin_id]
         except KeyError:
-            raise PluginError(f"unknown {kind.value} plugin {name!r}{suggest(name, self.names(kind))}") from None
+            raise PluginError(f"unknown {kind.value} plugin {plugin_id!r}{suggest(plugin_id, self.ids(kind))}") from None
+
+    def ids(self, kind: Kind) -> list[str]:
+        """The ids of the installed plugins of a kind, sorted."""
+        return sorted(self._specs[kind])
 
     def names(self, kind: Kind) -> list[str]:
-        return sorted(self._specs[kind])
+        """The plugins' ids, under their old name; kept for one release."""
+        import warnings
+
+        warnings.warn("Registry.names is now Registry.ids", DeprecationWarning, stacklevel=2)
+        return self.ids(kind)
 
     def with_role(self, kind: Kind, role: object) -> list[PluginSpec]:
         """The plugins of a kind that declare this role (e.g. the clean baseline, the reference defense)."""
-        return [spec for name, spec in sorted(self._specs[kind].items()) if spec.declared("role") == role]
+        return [spec for _, spec in sorted(self._specs[kind].items()) if spec.declared("role") == role]
 
     def spec_of(self, kind: Kind, factory: type) -> PluginSpec:
         """The registered plugin whose factory is this class (a suite names its members by class, not by name)."""
@@ -135,7 +143,7 @@ class Registry:
         return found[0]
 
     def all(self) -> list[PluginSpec]:
-        return [spec for kind in Kind for spec in sorted(self._specs[kind].values(), key=lambda s: s.name)]
+        return [spec for kind in Kind for spec in sorted(self._specs[kind].values(), key=lambda s: s.id)]
 
     def commands(self) -> list[Command]:
         return [self._commands[name] for name in sorted(self._commands)]

@@ -61,15 +61,24 @@ def _plain_name(tp: Any) -> str:
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """A discovered plugin. ``factory(**params)`` builds the object the grid uses."""
+    """A discovered plugin. ``factory(**params)`` builds the object the grid uses; ``id`` is what it is registered
+    as (``class PGD(Attack, name="pgd")``), which a grid entry's ``plugin = "pgd"`` names."""
 
-    name: str
+    id: str
     kind: Kind
     factory: Callable[..., Any]
     params: tuple[Param, ...]
     description: str
     distribution: str = field(default="", compare=False)   # how messages name where it comes from
     code: CodeIdentity | None = field(default=None, compare=False)   # what enters the identity of its units
+
+    @property
+    def name(self) -> str:
+        """The plugin's id, under its old name; kept for one release."""
+        import warnings
+
+        warnings.warn("PluginSpec.name is now PluginSpec.id", DeprecationWarning, stacklevel=2)
+        return self.id
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -108,4 +117,4 @@ def spec_from_dataclass(cls: type, *, name: str, kind: Kind, description: str | 
         for f in dataclasses.fields(cls) if f.init
     )
     doc = description or (cls.__doc__ or "").strip().splitlines()[0]
-    return PluginSpec(name=name, kind=kind, factory=cls, params=params, description=doc)
+    return PluginSpec(id=name, kind=kind, factory=cls, params=params, description=doc)

@@ -16,7 +16,7 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
             continue
         print(f"{kind.plural}:")
         for spec in specs:
-            print(f"  {spec.name}  —  {spec.description}  [{spec.distribution}]")
+            print(f"  {spec.id}  —  {spec.description}  [{spec.distribution}]")
             declared = _declared(spec)
             if declared:
                 print(f"      ({declared})")
@@ -39,7 +39,7 @@ def _declared(spec) -> str:
     factory = spec.factory
     if not isinstance(factory, type) or not issubclass(factory, (Attack, Defense)):
         return ""
-    parts = [f"shown as {factory.display_name or spec.name!r}", f"role {factory.role.value}"]
+    parts = [f"shown as {factory.display_name or spec.id!r}", f"role {factory.role.value}"]
     if issubclass(factory, Attack):
         access = factory.access.value if isinstance(factory.access, Access) else "set by the class it names"
         parts += [f"access {access}", "norms " + "/".join(n.value for n in factory.norms)]

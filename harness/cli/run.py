@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.api.errors import HarnessError
 from harness.api.registry import Registry
 from harness.cli.show import print_summary
 
+if TYPE_CHECKING:
+    from harness.grid.config import GridConfig
+
 
 def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
-    from harness.grid.config import Overrides, load_grid
+    from harness.grid.config import Overrides
+    from harness.grid.reader import load_grid
 
     if args.n_examples is not None and args.n_examples < 1:
         raise HarnessError(f"--n-examples must be >= 1, got {args.n_examples}")
@@ -33,17 +38,17 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     if grid.batch_size_auto and not args.dry_run:
         from harness.run.autobatch import resolve_batch_size
 
-        grid = resolve_batch_size(grid, registry)
+        grid = resolve_batch_size(grid)
         if not args.quiet:
-            print(f"batch_size = \"auto\": {grid.batch_size} on {grid.device_kind}", file=sys.stderr, flush=True)
+            print(f"batch_size = \"auto\": {grid.batch_size} on {grid.device_type}", file=sys.stderr, flush=True)
     if args.shard_size is not None and args.shard_size % grid.batch_size and args.shard_size < grid.n_examples:
         raise HarnessError(f"--shard-size {args.shard_size} must be a multiple of the grid's batch_size "
                            f"{grid.batch_size}, so that shards draw the same random numbers as one pass over a unit")
     grid.apply_threads()
     if args.dry_run:
-        return _dry_run(grid, registry, args.for_gpu)
+        return _dry_run(grid, args.for_gpu)
     if args.estimate:
-        return _estimate(grid, registry)
+        return _estimate(grid)
     from harness.grid.plan import plan
     from harness.run.runner import Runner
 
@@ -52,17 +57,17 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
 
         grid = on_cluster(grid, address=args.ray_address)   # the workers' device, not this machine's
     if not args.quiet:
-        print(f"run {grid.run_id}: {len(plan(grid, registry))} work units on {grid.n_examples} examples of "
+        print(f"run {grid.run_id}: {len(plan(grid))} work units on {grid.n_examples} examples of "
               f"{grid.dataset.label}; loading the data and {len(grid.models)} model(s)", file=sys.stderr, flush=True)
     if args.executor == "ray":
         import torch
 
         from harness.run.ray_executor import run_with_ray
 
-        runner = Runner(grid, registry, progress=not args.quiet, device=torch.device("cpu"))
-        run_id = run_with_ray(grid, registry, runner=runner, address=args.ray_address, shard_size=args.shard_size)
+        runner = Runner(grid, progress=not args.quiet, device=torch.device("cpu"))
+        run_id = run_with_ray(grid, runner=runner, address=args.ray_address, shard_size=args.shard_size)
     else:
-        runner = Runner(grid, registry, progress=not args.quiet)  # opens the database once every check has passed
+        runner = Runner(grid, progress=not args.quiet)  # opens the database once every check has passed
         run_id = runner.run()
     with runner.store as store:   # closing folds SQLite's write-ahead log into the file
         print_summary(store, run_id)
@@ -80,18 +85,17 @@ def _labels(text: str | None, option: str) -> tuple[str, ...]:
     return labels
 
 
-def _dry_run(grid, registry: Registry, gpu_name: str) -> int:
+def _dry_run(grid: GridConfig, gpu_name: str) -> int:
     from harness.api.cost import Passes
-    from harness.api.specs import Kind
-    from harness.grid.plan import build, plan, unit_cost
+    from harness.grid.plan import plan, unit_cost
     from harness.run.flops import EFFICIENCY, GPUS, gpu_hours
 
-    units = plan(grid, registry)
+    units = plan(grid)
     total = Passes(0, 0)
     by_cell: dict[tuple[str, str], Passes] = {}
     print(f"run {grid.run_id}: {len(units)} work units on {grid.n_examples} examples of {grid.dataset.label}")
     for unit in units:
-        cost = unit_cost(unit, grid, registry)
+        cost = unit_cost(unit, grid)
         total = total + cost
         cell = (unit.model.label, unit.attack.named)
         by_cell[cell] = by_cell.get(cell, Passes(0, 0)) + cost
@@ -100,7 +104,7 @@ def _dry_run(grid, registry: Registry, gpu_name: str) -> int:
     print(f"total: forward {total.forward:,.0f}  backward {total.backward:,.0f} passes of one image through the model")
     flops = {}
     for index, entry in enumerate(grid.models):
-        model = build(registry, entry, Kind.MODEL)
+        model = entry.built
         model.check()  # e.g. the RobustBench ID exists
         for path in model.source_files():
             state = "present" if path.exists() else "MISSING"
@@ -147,7 +151,7 @@ def _made(unit) -> str:
     return f"  made: forward {counted / unit.done:,.1f}  backward {unit.counted_backward / unit.done:,.1f} per example"
 
 
-def _estimate(grid, registry: Registry) -> int:
+def _estimate(grid: GridConfig) -> int:
     from harness.run.estimate import calibrate_models, estimate
     from harness.run.progress import duration
     from harness.run.runner import Runner
@@ -155,7 +159,7 @@ def _estimate(grid, registry: Registry) -> int:
 
     exists = Path(grid.db).expanduser().exists()
     store = Store(grid.db, readonly=True) if exists else None  # estimating never writes
-    runner = Runner(grid, registry, store, progress=False)
+    runner = Runner(grid, store, progress=False)
     calibrations, n = calibrate_models(runner)
     for label, cal in calibrations.items():
         stand_in = " (its architecture with random weights: the checkpoint is not on disk)" \
@@ -168,7 +172,7 @@ def _estimate(grid, registry: Registry) -> int:
             units = store.units(grid.run_id) if store.runs() else None
     recorded = {} if units is None or units.empty else {u.unit_key: u for u in units.itertuples()}
     done = {key: u.done for key, u in recorded.items()}
-    rows = estimate(grid, registry, calibrations, done)
+    rows = estimate(grid, calibrations, done)
     for row in rows:
         print(f"  {row.unit.describe():<60} forward {row.passes.forward:>12,.0f}  backward {row.passes.backward:>12,.0f}"
               f"  ≈ {duration(row.seconds):>9}" + (f"  (left: {duration(row.remaining_s)})" if row.remaining_s < row.seconds else "")
@@ -200,7 +204,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="calibrate on this device, then predict each unit's and the grid's wall time; run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--resume-from-device", choices=["cpu", "cuda"],
-                   help="continue a run this database holds from another kind of device; its rows and this machine's "
+                   help="continue a run this database holds from another type of device; its rows and this machine's "
                    "draw different random numbers, and the report says the run mixes them")
     p.add_argument("--threads", type=int, help="torch's CPU threads for this run (overrides the grid's threads), "
                    "e.g. 1 for a long run beside other work")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from harness.api.interfaces import Attack, Defense, Passes
-from harness.api.registry import Registry
-from harness.api.specs import Kind
 from harness.grid.config import Entry, GridConfig, identity_hash
 
 
@@ -43,18 +40,11 @@ class Unit:
         return json.dumps([self.model.label, attack, defenses, self.repeat])
 
 
-def build(registry: Registry, entry: Entry, kind: Kind) -> Any:
-    """The plugin object a grid entry names, with the entry's parameters: the one built when the grid was read."""
-    if entry.built is not None:
-        return entry.built
-    return registry.get(kind, entry.plugin).factory(**entry.kwargs())
-
-
-def plan(grid: GridConfig, registry: Registry) -> list[Unit]:
+def plan(grid: GridConfig) -> list[Unit]:
     units = []
     for model in grid.models:
         for attack in grid.attacks:
-            adaptive = build(registry, attack, Kind.ATTACK).adaptive
+            adaptive = attack.built.adaptive
             groups = [(d,) for d in grid.defenses] if adaptive else [grid.defenses]
             for repeat in range(grid.repeats):
                 for defenses in groups:
@@ -63,11 +53,11 @@ def plan(grid: GridConfig, registry: Registry) -> list[Unit]:
     return units
 
 
-def unit_cost(unit: Unit, grid: GridConfig, registry: Registry) -> Passes:
+def unit_cost(unit: Unit, grid: GridConfig) -> Passes:
     """Forward/backward passes of the whole unit: the attack once, then each defense's scored prediction."""
-    attack: Attack = build(registry, unit.attack, Kind.ATTACK)
+    attack: Attack = unit.attack.built
     threat = grid.threat_for(unit.attack)
-    defenses: list[Defense] = [build(registry, entry, Kind.DEFENSE) for entry in unit.defenses]
+    defenses: list[Defense] = [entry.built for entry in unit.defenses]
     votes = grid.votes_for(unit.adaptive)
     total = attack.defended_cost(threat, defenses[0], votes) if unit.adaptive else attack.passes(threat)
     for defense in defenses:

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from harness.api.errors import HarnessError
-from harness.api.registry import Registry
 from harness.grid.config import AUTO_BATCH_ON_CPU, GridConfig
 
 Probe = Callable[[int], None]   # runs a batch of that many rows; raises torch.OutOfMemoryError where it does not fit
@@ -51,14 +50,14 @@ def gradient_probe(model: nn.Module, shape: tuple[int, ...], device: torch.devic
     return probe
 
 
-def resolve_batch_size(grid: GridConfig, registry: Registry, device: torch.device | None = None) -> GridConfig:
+def resolve_batch_size(grid: GridConfig, device: torch.device | None = None) -> GridConfig:
     """The grid with ``batch_size = "auto"`` made a number (the grid itself where it gave one), probed on ``device``
     (default: the grid's)."""
-    if not grid.batch_size_auto or grid.device_kind == "cpu":
+    if not grid.batch_size_auto or grid.device_type == "cpu":
         return grid
     from harness.run.runner import Runner
 
-    runner = Runner(grid, registry, store=None, progress=False, device=device)
+    runner = Runner(grid, store=None, progress=False, device=device)
     shape = tuple(runner.load_data().x.shape[1:])
     fits = []
     for index, entry in enumerate(grid.models):

@@ -18,10 +18,8 @@ from torch import nn
 
 from harness.api.errors import HarnessError
 from harness.api.interfaces import Passes
-from harness.api.registry import Registry
-from harness.api.specs import Kind
 from harness.grid.config import GridConfig
-from harness.grid.plan import Unit, build, plan, unit_cost
+from harness.grid.plan import Unit, plan, unit_cost
 from harness.run.device import synchronize
 
 if TYPE_CHECKING:
@@ -91,7 +89,7 @@ def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
     out = {}
     runner.stand_ins.clear()
     for i, entry in enumerate(grid.models):
-        source = build(runner.registry, entry, Kind.MODEL)
+        source = entry.built
         if all(path.exists() for path in source.source_files()) and x is not None:
             out[entry.label] = calibrate(runner.load_model(i).module, x, y, grid)
             continue
@@ -109,13 +107,13 @@ def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
     return out, n
 
 
-def estimate(grid: GridConfig, registry: Registry, calibrations: dict[str, Calibration],
+def estimate(grid: GridConfig, calibrations: dict[str, Calibration],
              done: dict[str, int] | None = None) -> list[UnitEstimate]:
     """Per unit: passes, predicted seconds, and the part not yet in the database (``done``: unit key → examples)."""
     done = done or {}
     out = []
-    for unit in plan(grid, registry):
-        passes = unit_cost(unit, grid, registry)
+    for unit in plan(grid):
+        passes = unit_cost(unit, grid)
         seconds = calibrations[unit.model.label].seconds(passes)
         left = max(grid.n_examples - done.get(unit.key, 0), 0) / grid.n_examples
         out.append(UnitEstimate(unit, passes, seconds, seconds * left))

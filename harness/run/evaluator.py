@@ -12,11 +12,9 @@ import torch
 from torch import nn
 
 from harness.api.interfaces import AttackOutput, LabelledData, LoadedModel, Passes
-from harness.api.registry import Registry
-from harness.api.specs import Kind
 from harness.api.threat import Norm, distance
 from harness.grid.config import GridConfig
-from harness.grid.plan import Unit, build
+from harness.grid.plan import Unit
 from harness.run.batch import Batch, BatchContext
 from harness.run.checks import ModelState, check_attack_output, check_inputs_untouched, check_queries, plugin_call
 from harness.run.counting import PassCounter
@@ -27,8 +25,8 @@ from harness.storage.records import ResultRow
 
 
 class Evaluator:
-    def __init__(self, grid: GridConfig, registry: Registry, device: torch.device):
-        self.grid, self.registry, self.device = grid, registry, device
+    def __init__(self, grid: GridConfig, device: torch.device):
+        self.grid, self.device = grid, device
         self.observers: list[Observer] = [GradientNorms(), ExampleCapture(grid.save_examples)] + \
             ([LipschitzGaps()] if grid.lipschitz else [])
 
@@ -41,8 +39,8 @@ class Evaluator:
         grid = self.grid
         if first % grid.batch_size:
             raise ValueError(f"a unit's range must start at a multiple of batch_size={grid.batch_size}, got {first}")
-        attack = build(self.registry, unit.attack, Kind.ATTACK)
-        defenses = [(entry, build(self.registry, entry, Kind.DEFENSE)) for entry in unit.defenses]
+        attack = unit.attack.built
+        defenses = [(entry, entry.built) for entry in unit.defenses]
         threat = grid.threat_for(unit.attack)
         draws = DrawRunner()   # shared by the unit's batches: a chunk halved on running out of memory stays halved
         for start in range(first, last, grid.batch_size):

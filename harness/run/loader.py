@@ -9,24 +9,21 @@ import torch
 
 from harness.api.errors import ConfigError, HarnessError
 from harness.api.interfaces import DataSource, LabelledData, LoadedModel
-from harness.api.registry import Registry
-from harness.api.specs import Kind
 from harness.api.threat import Norm
 from harness.grid.config import GridConfig
-from harness.grid.plan import build
 from harness.run.checks import plugin_call
 from harness.run.counting import PassCounter
 
 
 class Loader:
-    def __init__(self, grid: GridConfig, registry: Registry, device: torch.device):
-        self.grid, self.registry, self.device = grid, registry, device
+    def __init__(self, grid: GridConfig, device: torch.device):
+        self.grid, self.device = grid, device
         self._loaded: tuple[int, LoadedModel, LoadedModel] | None = None
         self.loads = 0   # models loaded (a Ray worker reuses its loader across shards)
         self.stand_ins: list[str] = []   # models --estimate timed as their architecture, their weights being absent
 
     def dataset(self) -> DataSource:
-        return build(self.registry, self.grid.dataset, Kind.DATASET)
+        return self.grid.dataset.built
 
     def load_data(self) -> LabelledData:
         entry = self.grid.dataset
@@ -42,7 +39,7 @@ class Loader:
             self.loads += 1
             entry = self.grid.models[index]
             with plugin_call("model", entry.label, entry.plugin):
-                plain = build(self.registry, entry, Kind.MODEL).load(self.device)
+                plain = entry.built.load(self.device)
             # eval mode and frozen weights once, here: plugins must not change either, and no backward pass of an
             # attack then computes a weight gradient it does not need
             plain.module.eval().requires_grad_(False)
@@ -51,7 +48,7 @@ class Loader:
         return self._loaded[1] if eager else self._loaded[2]
 
 
-def check_data_fits(grid: GridConfig, registry: Registry, data: LabelledData) -> None:
+def check_data_fits(grid: GridConfig, data: LabelledData) -> None:
     """What can be checked only once the data is loaded, before anything is recorded: radii that mean something
     for images of this size, and attacks that fit the number of classes."""
     for index, entry in enumerate(grid.attacks):
@@ -63,6 +60,6 @@ def check_data_fits(grid: GridConfig, registry: Registry, data: LabelledData) ->
                               f"[0,1]^{data.x[0].numel()} (its diameter is {diameter:.4g})",
                               f"a number in [0, {diameter:.4g}]")
         try:
-            build(registry, entry, Kind.ATTACK).check_data(data.num_classes)
+            entry.built.check_data(data.num_classes)
         except HarnessError as exc:
             raise ConfigError(grid.path, f"attacks: {entry.label}", str(exc)) from None

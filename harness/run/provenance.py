@@ -19,7 +19,6 @@ from harness.storage.records import RunRecord
 
 if TYPE_CHECKING:
     from harness.api.interfaces import DataSource, LabelledData
-    from harness.api.registry import Registry
     from harness.grid.config import Entry, GridConfig
 
 VERSIONED = ("robustness-harness", "torch", "torchvision", "numpy", "torchattacks", "pyautoattack", "robustbench",
@@ -91,16 +90,14 @@ def entry_facts(entry: Entry, obj: object, **extra: object) -> dict:
             **facts, **extra}
 
 
-def run_record(grid: GridConfig, registry: Registry, device: torch.device, data: LabelledData,
+def run_record(grid: GridConfig, device: torch.device, data: LabelledData,
                dataset: DataSource) -> RunRecord:
     """The run as recorded: its identity, every entry with what its plugin declares, and where it ran."""
-    from harness.api.specs import Kind
-    from harness.grid.plan import build
 
     plugins = {
-        "attacks": [entry_facts(a, build(registry, a, Kind.ATTACK), eps=grid.threat_for(a).eps, suite=a.suite,
+        "attacks": [entry_facts(a, a.built, eps=grid.threat_for(a).eps, suite=a.suite,
                                 ladder=list(a.ladder) if a.ladder else None) for a in grid.attacks],
-        "defenses": [entry_facts(d, build(registry, d, Kind.DEFENSE)) for d in grid.defenses],
+        "defenses": [entry_facts(d, d.built) for d in grid.defenses],
         "models": [{"label": m.label, "plugin": m.plugin, "params": dict(m.params)} for m in grid.models],
     }
     return RunRecord(

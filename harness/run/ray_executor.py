@@ -26,7 +26,6 @@ from tqdm import tqdm
 from harness.api.cost import Passes
 from harness.api.errors import HarnessError
 from harness.api.interfaces import LabelledData
-from harness.api.registry import Registry
 from harness.grid.config import GridConfig
 from harness.grid.plan import Unit
 from harness.run.batch import Batch
@@ -91,25 +90,25 @@ _WORKER: dict[str, Runner] = {}
 def _worker_runner(grid: GridConfig) -> Runner:
     if grid.run_id not in _WORKER:
         _WORKER.clear()
-        _WORKER[grid.run_id] = Runner(grid, Registry(), store=None, progress=False)  # never opens the database
+        _WORKER[grid.run_id] = Runner(grid, store=None, progress=False)  # never opens the database
     return _WORKER[grid.run_id]
 
 
-def workers_device_kind(device: str, cluster_gpus: float) -> str:
+def workers_device_type(device: str, cluster_gpus: float) -> str:
     """What a grid's device means on a Ray cluster: its workers', not the driver's (a CPU head with GPU workers
     computes on CUDA)."""
     return "cuda" if device != "cpu" and cluster_gpus else "cpu"
 
 
 def on_cluster(grid: GridConfig, *, address: str | None = None, num_cpus: int | None = None) -> GridConfig:
-    """Join (or start) the Ray cluster, and give the grid the kind of device its workers compute on: it is part
+    """Join (or start) the Ray cluster, and give the grid the type of device its workers compute on: it is part
     of the run's identity, and the driver's own device says nothing about it."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    kind = workers_device_kind(grid.device, ray.cluster_resources().get("GPU", 0))
-    return grid if kind == grid.device_kind else dataclasses.replace(grid, device_kind=kind)
+    workers = workers_device_type(grid.device, ray.cluster_resources().get("GPU", 0))
+    return grid if workers == grid.device_type else dataclasses.replace(grid, device_type=workers)
 
 
 def task_options(grid: GridConfig, cluster_gpus: float, max_retries: int) -> dict[str, Any]:
@@ -119,7 +118,7 @@ def task_options(grid: GridConfig, cluster_gpus: float, max_retries: int) -> dic
     return {"num_gpus": 1 if gpu else 0, "max_retries": max_retries, "max_calls": 0}
 
 
-def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = None, *, address: str | None = None,
+def run_with_ray(grid: GridConfig, store: Store | None = None, *, address: str | None = None,
                  shard_size: int | None = None, max_retries: int = 3, num_cpus: int | None = None,
                  progress: bool = True, task_body: Callable[..., dict[str, Any]] = evaluate_range,
                  runner: Runner | None = None) -> str:
@@ -132,7 +131,7 @@ def run_with_ray(grid: GridConfig, registry: Registry, store: Store | None = Non
         grid = dataclasses.replace(grid, threads=torch.get_num_threads())
     # the driver checks every model on its CPU (a head machine need not have the workers' GPUs, and the models it
     # loads stay out of Ray's accounting); the workers record the device that computed the rows
-    runner = runner or Runner(grid, registry, store, progress=progress, device=torch.device("cpu"))
+    runner = runner or Runner(grid, store, progress=progress, device=torch.device("cpu"))
     data, units = runner.prepare()  # data loaded, every model checked and the run recorded before any task starts
     store = runner.store
     if not ray.is_initialized():

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from harness.api.errors import HarnessError
 from harness.api.interfaces import DataSource, LabelledData, LoadedModel, Passes
-from harness.api.registry import Registry
 from harness.grid.config import GridConfig
 from harness.grid.plan import Unit, plan, unit_cost
 from harness.run.batch import Batch
@@ -37,15 +36,15 @@ log = logging.getLogger("harness")
 
 
 class Runner:
-    def __init__(self, grid: GridConfig, registry: Registry, store: Store | None = None, *, progress: bool = True,
+    def __init__(self, grid: GridConfig, store: Store | None = None, *, progress: bool = True,
                  device: torch.device | None = None):
-        self.grid, self.registry, self.progress, self._store = grid, registry, progress, store
-        # the grid's kind of device, fixed when it was loaded (part of its identity); a Ray driver checks on its CPU
-        self.device = device or torch.device(grid.device_kind)
+        self.grid, self.progress, self._store = grid, progress, store
+        # the grid's type of device, fixed when it was loaded (part of its identity); a Ray driver checks on its CPU
+        self.device = device or torch.device(grid.device_type)
         self.poll_s = 2.0  # how often a process waiting on others' units looks again
         self.report_every_s = 60.0  # the plain progress line's interval where stderr is not a terminal
-        self.loader = Loader(grid, registry, self.device)          # the data and the models
-        self.evaluator = Evaluator(grid, registry, self.device)    # a unit's batches
+        self.loader = Loader(grid, self.device)          # the data and the models
+        self.evaluator = Evaluator(grid, self.device)    # a unit's batches
 
     @property
     def store(self) -> Store:
@@ -82,16 +81,16 @@ class Runner:
         data = self.load_data()
         x = data.x.to(self.device)  # kept on the device for the whole run
         data = LabelledData(x, data.y.to(self.device), data.classes, data.domain, data.display_name)
-        check_data_fits(grid, self.registry, data)
+        check_data_fits(grid, data)
         for index, entry in enumerate(grid.models):  # every model is checked before any work starts
             check_model_fits(grid.path, f"models[{index}]", entry.label, grid.dataset.label,
                              self.load_model(index, eager=True), data)
-        units = plan(grid, self.registry)
+        units = plan(grid)
         self.refuse_another_device()
-        self.store.start_run(run_record(grid, self.registry, self.device, data, self.dataset()))
+        self.store.start_run(run_record(grid, self.device, data, self.dataset()))
         records = []
         for unit in units:
-            cost = unit_cost(unit, grid, self.registry)
+            cost = unit_cost(unit, grid)
             records.append(UnitRecord(
                 run_id=grid.run_id, unit_key=unit.key, model=unit.model.label, attack=unit.attack.label,
                 defenses=json.dumps([d.label for d in unit.defenses]), repeat=unit.repeat, adaptive=int(unit.adaptive),
@@ -104,16 +103,16 @@ class Runner:
         return data, units
 
     def refuse_another_device(self) -> None:
-        """The database holds this grid's run computed on another kind of device: CUDA draws other random numbers
+        """The database holds this grid's run computed on another type of device: CUDA draws other random numbers
         than the CPU (and cuDNN's backward is not deterministic), so its rows and ours must not mix unasked."""
         mine = {k: v for k, v in self.grid.identity().items() if k != "device"}
         for run in self.store.runs():
             theirs = json.loads(run.identity)
-            if theirs.get("device", self.grid.device_kind) != (self.grid.resumed_from or self.grid.device_kind) and \
+            if theirs.get("device", self.grid.device_type) != (self.grid.resumed_from or self.grid.device_type) and \
                     {k: v for k, v in theirs.items() if k != "device"} == mine:
                 raise HarnessError(
                     f"{self.grid.db} holds run {run.run_id} of this grid computed on {theirs['device']}, and this "
-                    f"machine computes on {self.grid.device_kind}: their random numbers differ, so the two would mix "
+                    f"machine computes on {self.grid.device_type}: their random numbers differ, so the two would mix "
                     f"silently. Fix: run into another database with --db, or continue that run here with "
                     f"--resume-from-device {theirs['device']} (the report then says so)")
 
@@ -160,7 +159,7 @@ class Runner:
         bars = self.progress if progress is None else progress.unit_bars
         one_batch = n - state.done <= grid.batch_size
         # a unit of one batch counts its passes as they happen; others count examples, batch by batch
-        planned = weight(unit_cost(unit, grid, self.registry)) / n * (n - state.done) if one_batch else None
+        planned = weight(unit_cost(unit, grid)) / n * (n - state.done) if one_batch else None
         bar = (tqdm(total=round(planned), desc=unit.describe(), unit=" passes", unit_scale=True, disable=not bars,
                     leave=False, dynamic_ncols=True, position=1) if planned is not None else
                tqdm(total=n, initial=state.done, desc=unit.describe(), unit="ex", disable=not bars,
@@ -197,5 +196,5 @@ class Runner:
         with loaded.module.listening(shown):
             yield
 
-def run_grid(grid: GridConfig, registry: Registry, *, store: Store | None = None, progress: bool = True) -> str:
-    return Runner(grid, registry, store, progress=progress).run()
+def run_grid(grid: GridConfig, *, store: Store | None = None, progress: bool = True) -> str:
+    return Runner(grid, store, progress=progress).run()

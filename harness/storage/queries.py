@@ -42,8 +42,10 @@ def flip_counts(store: Store, run_id: str, reference: str) -> pd.DataFrame:
 
 
 def lipschitz_gaps(store: Store, run_id: str) -> pd.DataFrame:
-    """model, kind (FtoT or TtoF), gap: the recorded local-Lipschitz gaps of flipped examples."""
-    return pd.read_sql_query("SELECT model, kind, gap FROM gaps WHERE run_id = ?", store.db.conn, params=[run_id])
+    """model, flip (FtoT or TtoF), gap: the recorded local-Lipschitz gaps of flipped examples (the table's column
+    is named ``kind``, as recorded databases hold it)."""
+    return pd.read_sql_query("SELECT model, kind AS flip, gap FROM gaps WHERE run_id = ?", store.db.conn,
+                             params=[run_id])
 
 
 def adaptively_attacked_defenses(store: Store, run_id: str) -> set[str]:

@@ -177,7 +177,7 @@ class GapRow(ExampleKey):
     L(false class) − L(true class) at the adversarial example, the false class being the wrong prediction on
     whichever side is wrong: the bare model's for FtoT, the defended one's for TtoF."""
 
-    kind: str                # "FtoT" or "TtoF", against the reference defense
+    kind: str                # the flip, "FtoT" or "TtoF", against the reference defense (a recorded column)
     label: int
     false_class: int
     l_false: float

@@ -62,7 +62,8 @@ class TorchAttacks(Attack, name="torchattacks"):
     def access(self) -> Access:  # type: ignore[override]  # depends on the class named
         return Access.BLACK_BOX if self.name in _BLACK_BOX else Access.WHITE_BOX
 
-    def shown_name(self) -> str:
+    @property
+    def display_name(self) -> str:  # type: ignore[override]  # tables name it by the class it bridges
         return self.name
 
     def attack_class(self) -> type:
