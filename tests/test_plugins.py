@@ -329,3 +329,11 @@ def test_a_plugin_declares_which_parameter_names_its_entries_and_which_takes_und
     entry = grid.attacks[-1]
     assert entry.label == "MIFGSM" and dict(entry.params) == {"klass": "MIFGSM",
                                                               "options": {"steps": 7, "decay": 0.5}}
+
+
+def test_the_old_names_of_a_plugins_id_still_answer_and_warn(registry):
+    spec = registry.get(Kind.ATTACK, "pgd")
+    with pytest.warns(DeprecationWarning, match="PluginSpec.name is now PluginSpec.id"):
+        assert spec.name == spec.id == "pgd"
+    with pytest.warns(DeprecationWarning, match="Registry.names is now Registry.ids"):
+        assert registry.names(Kind.DEFENSE) == registry.ids(Kind.DEFENSE) and "hedge" in registry.ids(Kind.DEFENSE)
