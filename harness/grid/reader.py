@@ -121,7 +121,7 @@ class GridReader:
         every_attack = [a.label for a in attacks]
         attacks = self.select(attacks, over.attacks, "(--attacks)", keep=baselines)
         if "defenses" in raw:
-            defenses = self.entries(raw["defenses"] if "defenses" in raw else None, "defenses", Kind.DEFENSE)
+            defenses = self.entries(raw["defenses"], "defenses", Kind.DEFENSE)
         else:
             reference = self.with_role(Kind.DEFENSE, Role.REFERENCE, "defenses")
             defenses = (self.entry(reference.id, Kind.DEFENSE, "defenses"),)
@@ -186,19 +186,19 @@ class GridReader:
             raise self.error(key, f"expected a table such as {{plugin = \"...\"}}, got {raw!r}")
         if "plugin" not in raw:
             raise self.error(f"{key}.plugin", "missing; every entry names its plugin", ", ".join(registry.ids(kind)))
-        name = raw["plugin"]
-        if not isinstance(name, str):
-            raise self.error(f"{key}.plugin", f"expected a plugin name (a string), got {name!r}",
+        plugin_id = raw["plugin"]
+        if not isinstance(plugin_id, str):
+            raise self.error(f"{key}.plugin", f"expected a plugin name (a string), got {plugin_id!r}",
                              ", ".join(registry.ids(kind)))
         try:
-            spec = registry.get(kind, name)
+            spec = registry.get(kind, plugin_id)
         except PluginError:
-            raise self.error(f"{key}.plugin", f"unknown {kind.value} plugin {name!r}"
-                             f"{suggest(str(name), registry.ids(kind))}", ", ".join(registry.ids(kind))) from None
+            raise self.error(f"{key}.plugin", f"unknown {kind.value} plugin {plugin_id!r}"
+                             f"{suggest(plugin_id, registry.ids(kind))}", ", ".join(registry.ids(kind))) from None
         # default label: the value of the parameter the plugin names for it (a RobustBench ID, a torchattacks class)
         named_by = spec.declared("label_param")
-        shown = label(raw.get("label", raw[named_by] if named_by and isinstance(raw.get(named_by), str) else name),
-                      self.file, f"{key}.label")
+        entry_label = label(raw.get("label", raw[named_by] if named_by and isinstance(raw.get(named_by), str)
+                                    else plugin_id), self.file, f"{key}.label")
         eps = None
         if kind is Kind.ATTACK and "eps" in raw:  # reserved: the attack's own radius, for ε sweeps (Figure 3)
             eps = self.preset.radius(radius(raw["eps"], self.threat.norm, self.file, f"{key}.eps"))
@@ -206,7 +206,7 @@ class GridReader:
         params = self.params(spec, {k: v for k, v in raw.items() if k not in reserved}, key)
         preset_params = dict(self.checked_presets(spec).get(self.preset.name, {}))   # what the entry sets itself wins
         params = tuple(sorted({**preset_params, **dict(params)}.items()))
-        entry = Entry(plugin=name, label=shown, params=params, eps=eps, code=spec.code)
+        entry = Entry(plugin=plugin_id, label=entry_label, params=params, eps=eps, code=spec.code)
         plugin = self.built(spec, entry, key, self.threat if eps is None else ThreatModel(self.threat.norm, eps))
         return replace(entry, display_name=plugin.display_name if isinstance(plugin, Plugin) else None, built=plugin)
 
@@ -277,10 +277,10 @@ class GridReader:
         built = entry.built
         attacks = [(entry.label, built)]
         if isinstance(built, AttackSuite):
-            attacks = [(f"{entry.label}: {name}", member) for name, member in built.members()]
+            attacks = [(f"{entry.label}: {member_name}", member) for member_name, member in built.members()]
         rungs = integer(raw, "ladder", 1, self.file, 1, 8) if isinstance(raw, dict) else 1
         out = []
-        for shown, attack in attacks:
+        for rung_label, attack in attacks:
             for rung in range(rungs):
                 factor = 2 ** rung
                 try:
@@ -288,10 +288,10 @@ class GridReader:
                 except HarnessError as exc:
                     raise self.error(f"{key}.ladder", str(exc)) from None
                 spec = self.registry.spec_of(kind, type(scaled))
-                out.append(Entry(plugin=spec.id, label=shown if factor == 1 else f"{shown} ×{factor}",
+                out.append(Entry(plugin=spec.id, label=rung_label if factor == 1 else f"{rung_label} ×{factor}",
                                  params=entry.params if scaled is built else _params_of(scaled), eps=entry.eps,
                                  suite=entry.label if isinstance(built, AttackSuite) else None,
-                                 ladder=(shown, factor) if rungs > 1 else None, code=spec.code,
+                                 ladder=(rung_label, factor) if rungs > 1 else None, code=spec.code,
                                  display_name=scaled.display_name, built=scaled))
         return out
 
