@@ -134,6 +134,7 @@ class GridReader:
                                                   [d.label for d in defenses]))
         models = tuple(self.with_contents(m, lambda source: source.source_files()) for m in models)
         device = self.device()
+        computes_on = device_type(device)
         db = over.db or raw.get("db", "results.sqlite")
         if not isinstance(db, str) or not db:
             raise self.error("db", f"expected a file path, got {db!r}", "a path such as \"results/run.sqlite\"")
@@ -141,9 +142,9 @@ class GridReader:
             path=self.file, dataset=dataset, n_examples=n_examples, threat=self.threat, models=models,
             attacks=attacks, defenses=defenses, repeats=self.integer("repeats", 1, 1, MAX_REPEATS),
             seed=self.integer("seed", 0, 0), batch_size=self.batch_size(), batch_size_auto=raw.get("batch_size") == "auto",
-            device=device, device_type=device_type(device), db=db, votes=self.votes(),
+            device=device, device_type=computes_on, db=db, votes=self.votes(),
             adaptive_votes=None if "votes" in raw or self.preset.votes == HONEST.votes else HONEST.votes,
-            resumed_from=self.resumed_from(device_type(device)),
+            resumed_from=self.resumed_from(computes_on),
             save_examples=self.integer("save_examples", DEFAULT_SAVED, 0), compute=self.compute(), preset=self.preset,
             lipschitz=self.flag("lipschitz"), reported=reported, text=self.text,
             threads=over.threads or (self.integer("threads", 1, 1, 1024) if "threads" in raw else None),
