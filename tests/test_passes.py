@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from conftest import digits_grid
+from harness.api.cost import Passes
 from harness.api.interfaces import Defense
 from harness.api.threat import Norm, ThreatModel
 from harness.grid.reader import load_grid
@@ -218,3 +219,29 @@ def test_bpda_through_the_released_hedge_holds_one_graph_at_a_time_with_the_same
     assert tight.refused > 0 and runner.smallest_chunk is not None and runner.smallest_chunk <= 8
     assert torch.allclose(got[0], whole[0], atol=1e-5) and torch.allclose(got[1], whole[1], atol=1e-6)
     assert whole[1].abs().sum() > 0
+
+
+def test_dent_adapting_under_vmap_is_counted_a_pass_per_example(cifar_robust, cifar):
+    """DENT adapts each example under vmap(grad(...)), where the model sees one row per call: the counter still
+    counts every example, ``steps`` forward and backward passes to adapt and one forward pass to predict."""
+    from harness_plugins.defenses.dent import Dent
+
+    x = cifar.x[:6]
+    model = PassCounter(cifar_robust)
+    Dent(steps=3).logits(model, x, generator=gen(0))
+    assert model.counted().forward == 6 * (3 + 1)
+    assert model.counted().backward == 6 * 3
+
+
+def test_a_vmapped_batch_is_counted_by_its_rows_whoever_is_batched(digits_robust, digits):
+    """vmap over the inputs (one row per call) and over parameters with one shared batch count the same rows
+    as a plain batch of that many rows."""
+    from torch.func import functional_call, vmap
+
+    x = digits.x[:5]
+    model = PassCounter(digits_robust)
+    vmap(lambda xi: model(xi[None]))(x)
+    assert model.counted() == Passes(5, 0)
+    params = {f"model.{k}": v.detach()[None].expand(3, *v.shape) for k, v in digits_robust.named_parameters()}
+    vmap(lambda p: functional_call(model, p, (x,)))(params)
+    assert model.counted() == Passes(5 + 3 * 5, 0)

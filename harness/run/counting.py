@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
+import torch._C._functorch as functorch
 from torch import Tensor, nn
 
 from harness.api.cost import Passes
@@ -17,6 +18,8 @@ from harness.api.cost import Passes
 class PassCounter(nn.Module):
     """The model, counting in images: a forward pass per input row, and a backward pass per row whose logits
     a gradient flowed back through (``torch.autograd.grad`` and ``backward`` alike; twice if taken twice).
+    Under ``torch.func`` transforms (DENT adapts one example at a time under ``vmap(grad(...))``) a row is
+    counted once per example of every vmapped batch, not once per call.
 
     Its logits leave in fp32 (under bf16 autocast: the rounded values, exactly): libraries that index or compare
     them against their own fp32 tensors (pyautoattack's Square) would otherwise fail under a bf16 grid."""
@@ -31,17 +34,19 @@ class PassCounter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.model(x).float()
-        self.forward_rows += x.shape[0]
+        rows = _rows(out)
+        self.forward_rows += rows
         if self._listener is not None:
-            self._listener(Passes(x.shape[0], 0))
+            self._listener(Passes(rows, 0))
         if out.requires_grad:
             out.register_hook(self._count_backward)
         return out
 
     def _count_backward(self, grad: Tensor) -> None:
-        self.backward_rows += grad.shape[0]
+        rows = _rows(grad)
+        self.backward_rows += rows
         if self._listener is not None:
-            self._listener(Passes(0, grad.shape[0]))
+            self._listener(Passes(0, rows))
 
     @contextlib.contextmanager
     def listening(self, listener: Callable[[Passes], None]) -> Iterator[None]:
@@ -55,3 +60,17 @@ class PassCounter(nn.Module):
 
     def counted(self) -> Passes:
         return Passes(self.forward_rows, self.backward_rows)
+
+
+def _rows(t: Tensor) -> int:
+    """The rows ``t`` stands for: its first dimension times the size of every ``vmap`` batch it lives in.
+
+    Inside ``vmap`` a tensor shows only its per-example shape; torch.func has no public way to ask for the
+    batch, so its wrappers are opened with the private functions ``torch.func`` itself is built on."""
+    rows = t.shape[0]
+    while functorch.is_functorch_wrapped_tensor(t):
+        inner = functorch.get_unwrapped(t)
+        if functorch.is_batchedtensor(t):
+            rows *= inner.shape[functorch.maybe_get_bdim(t)]
+        t = inner
+    return rows
