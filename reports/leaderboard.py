@@ -36,7 +36,7 @@ class LeaderRow:
     gradient: Strongest | None       # the strongest gradient-based adaptive attack
     black_box: Strongest | None      # the strongest gradient-free adaptive attack
     versus_reference: PairedRow | None   # adaptive worst case against the reference's, paired by example
-    converged: bool | None           # every budget ladder on this cell converged; None: no ladder
+    converged: bool | None           # every budget ladder on this cell converged; None: no ladder, or one not complete
     forward: int | None              # passes per prediction (every draw of a random defense's vote)
     backward: int | None
 
@@ -97,6 +97,7 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
     access_of = {a["label"]: a.get("access") for a in run.entries("attacks") if a["label"] in adaptive}
     gradient = [a for a, access in access_of.items() if access == Access.WHITE_BOX.value]
     black_box = [a for a, access in access_of.items() if access == Access.BLACK_BOX.value]
+    ladder_bases = {a["ladder"][0] for a in run.entries("attacks") if a.get("ladder")}
     transfer = per_example(store, run.run_id, columns[WORST_TRANSFER] or [])
     worst = per_example(store, run.run_id, columns[WORST_ADAPTIVE]) if columns.get(WORST_ADAPTIVE) else None
     clean = per_example(store, run.run_id, [baseline]) if baseline else None
@@ -114,6 +115,8 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
                                        names.get(reference, reference))
             shown = names.get(defense, defense)
             cell_ladders = [c for c in ladders or () if c.model == model and c.defense == shown]
+            # a ladder with a rung still to run has no verdict: the others' "yes" would speak for it
+            complete = bool(cell_ladders) and len(cell_ladders) == len(ladder_bases)
             forward, backward = _cost(run, entry)
             rows.append(LeaderRow(
                 model=model, defense=shown, reference=defense == reference,
@@ -123,7 +126,7 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
                 gradient=_strongest(by_access["gradient"], model, defense, names),
                 black_box=_strongest(by_access["black-box"], model, defense, names),
                 versus_reference=versus,
-                converged=all(c.converged for c in cell_ladders) if cell_ladders else None,
+                converged=all(c.converged for c in cell_ladders) if complete else None,
                 forward=forward, backward=backward))
     return sorted(rows, key=lambda r: (r.adaptive is None, -(r.adaptive or 0.0)))
 

@@ -102,3 +102,24 @@ def test_the_report_has_the_leaderboard(board_run):
     content = build_content(store)
     assert [r.defense for r in content.leaderboard][0] in {"−", "Anti-adversary", "TTE"}
     assert len(content.leaderboard) == 3
+
+
+def test_a_cell_with_a_rung_still_to_run_has_no_rank_and_no_convergence_verdict(board_run, tmp_path):
+    """A run in progress: RayS ×2 through TTE has not run. The other ladders' "converged" must not speak for
+    it, and TTE is not ranked on the attacks that have run; the cells that are complete keep their verdicts."""
+    import shutil
+    import sqlite3
+
+    tmp, _, _ = board_run
+    db = tmp_path / "partial.sqlite"
+    shutil.copy(tmp / "results.sqlite", db)
+    with sqlite3.connect(db) as connection:
+        deleted = connection.execute("DELETE FROM results WHERE attack = 'suite: RayS ×2' AND defense = 'tte'").rowcount
+    assert deleted == 60
+    store = Store(str(db), readonly=True)
+    run = store.run()
+    rows = {r.defense: r for r in leaderboard(store, run, convergence(store, run, display_names(run)))}
+    assert rows["TTE"].converged is None and rows["TTE"].adaptive is None
+    assert rows["TTE"].gradient is not None    # what has run is still shown
+    assert rows["Anti-adversary"].converged is not None and rows["Anti-adversary"].adaptive is not None
+    assert list(rows)[-1] == "TTE"             # unranked, last
