@@ -9,7 +9,8 @@ A table is marked by the comment line before it::
 
 and is the accuracy in % with its 95 % Wilson interval of each (model, defense) of that run, one column per key
 (an attack label or a worst-case column, as `harness show --format csv` names them), exactly as
-`harness show --format csv` gives them. So every published number can be re-derived from data in the repository.
+`harness show --format csv` gives them (a run in progress: "to run" where a cell has no examples yet, and the
+number of examples where it has part of them). So every published number can be re-derived from data in the repository.
 """
 
 from __future__ import annotations
@@ -44,17 +45,24 @@ def table(db: str, run: str, columns: list[str]) -> list[str]:
     if missing:
         raise KeyError(f"run {run} of {db} has no column {missing[0]!r}; it has: {', '.join(dict.fromkeys(data.key))}")
     names = {key: column for key, column in zip(data.key, data.column)}
+    full = data.n.max()
     lines = ["| model | defense | " + " | ".join(names[c] for c in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for (model, defense), group in data.groupby(["model", "defense"], sort=False):
         cells = group.set_index("key")
-        values = []
-        for key in columns:
-            row = cells.loc[key]
-            values.append("not evaluated" if not bool(row.evaluated) else
-                          f"{row.accuracy:.2f} ({row.low:.1f}–{row.high:.1f})")
-        lines.append(f"| {model} | {defense} | " + " | ".join(values) + " |")
+        lines.append(f"| {model} | {defense} | " + " | ".join(cell(cells.loc[key], full) for key in columns) + " |")
     return lines
+
+
+def cell(row: pd.Series, full: float) -> str:
+    """One accuracy (95 % Wilson interval); a run in progress shows a cell with no examples yet as "to run" and
+    one with part of its examples with their number, so that no partial number passes for a whole one."""
+    if not bool(row.evaluated):
+        return "not evaluated"
+    if pd.isna(row.accuracy):
+        return "to run"
+    part = f", n = {int(row.n)}" if row.n < full else ""
+    return f"{row.accuracy:.2f} ({row.low:.1f}–{row.high:.1f}{part})"
 
 
 def regenerate(text: str) -> str:

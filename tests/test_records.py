@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from benchmarks.record_tables import DOCUMENTS, MARKER, regenerate
-from conftest import REPO
+from benchmarks.record_tables import DOCUMENTS, MARKER, regenerate, table
+from conftest import REPO, digits_grid, harness_cli
 
 
 def _markers(document) -> list:
@@ -99,3 +99,29 @@ def test_load_grid_from_its_old_module_is_the_readers_and_warns():
         assert config.load_grid is load_grid
     with pytest.raises(AttributeError, match="no attribute 'load_grids'"):
         config.load_grids  # noqa: B018
+
+
+def test_a_marked_table_of_a_run_in_progress_says_which_cells_are_to_run_and_which_are_part_done(tmp_path):
+    """A real digits run, then as if stopped part-way: PGD has no rows yet, CW its first batch only. The table
+    must not show a cell of 20 examples as if it held 40, nor an empty cell as a number."""
+    import sqlite3
+
+    grid = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 3\n[[attacks]]\nplugin = "cw"\n'
+                       'steps = 3\n', extra="save_examples = 0")
+    harness_cli("run", "--grid", str(grid), "--quiet")
+    db = tmp_path / "results.sqlite"
+    whole = table(str(db), run_id(db), ["clean", "pgd", "cw"])
+    with sqlite3.connect(db) as connection:
+        connection.execute("DELETE FROM results WHERE attack = 'pgd'")
+        connection.execute("DELETE FROM results WHERE attack = 'cw' AND idx >= 20")
+    clean, pgd, cw = table(str(db), run_id(db), ["clean", "pgd", "cw"])[2].strip("| ").split(" | ")[2:]
+    assert clean == whole[2].strip("| ").split(" | ")[2] and ", n = " not in clean
+    assert pgd == "to run"
+    assert cw.endswith(", n = 20)")
+
+
+def run_id(db) -> str:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT run_id FROM runs").fetchone()[0]
