@@ -115,7 +115,14 @@ def test_a_cell_with_a_rung_still_to_run_has_no_rank_and_no_convergence_verdict(
     shutil.copy(tmp / "results.sqlite", db)
     with sqlite3.connect(db) as connection:
         deleted = connection.execute("DELETE FROM results WHERE attack = 'suite: RayS ×2' AND defense = 'tte'").rowcount
+        connection.execute("UPDATE units SET done = 0, finished = 0 WHERE attack = 'suite: RayS ×2' AND "
+                           "defenses = '[\"tte\"]'")
+        (units,) = connection.execute("SELECT COUNT(*) FROM units").fetchone()
     assert deleted == 60
+    for shown in (harness_cli("show", "--db", str(db)).stdout, harness_cli("show", "--db", str(db), "--leaderboard").stdout):
+        assert f"in progress: {units - 1} of {units} units finished" in shown
+        assert shown.rstrip().endswith(f"resume with: harness run --grid {tmp / 'grid.toml'} --db {db}")
+    assert "in progress" not in harness_cli("show", "--db", str(tmp / "results.sqlite"), "--leaderboard").stdout
     store = Store(str(db), readonly=True)
     run = store.run()
     rows = {r.defense: r for r in leaderboard(store, run, convergence(store, run, display_names(run)))}

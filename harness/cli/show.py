@@ -16,7 +16,23 @@ def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
             _print_leaderboard(store, args.run, args.format)
         else:
             print_summary(store, args.run, args.format)
+        if args.format == "text":
+            progress = in_progress(store, args.run, args.db)
+            if progress:
+                print(progress)
     return 0
+
+
+def in_progress(store, run_id: str | None, db: str) -> str | None:
+    """A line for a run with work left: how much is done, what its cells cover, and the command that resumes it."""
+    run = store.run(run_id)
+    units = store.units(run.run_id)
+    if units.empty or bool(units.finished.astype(bool).all()):
+        return None
+    return (f"in progress: {int(units.finished.astype(bool).sum())} of {len(units)} units finished "
+            f"({int(units.done.sum()):,} of {int(units.total.sum()):,} unit examples); a cell covers only its finished "
+            f"examples and a worst case only those evaluated under every attack; resume with: "
+            f"harness run --grid {run.config_path} --db {db}")
 
 
 def _print_leaderboard(store, run_id, form: str = "text") -> None:
