@@ -38,9 +38,10 @@ def shown(db: str, run: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(done.stdout), keep_default_na=False, na_values=[""])
 
 
-def table(db: str, run: str, columns: list[str]) -> list[str]:
-    """The marked table's lines: model, defense, then each column's accuracy (95 % Wilson interval)."""
-    data = shown(db, run)
+def table(db: str, run: str, columns: list[str], data: pd.DataFrame | None = None) -> list[str]:
+    """The marked table's lines: model, defense, then each column's accuracy (95 % Wilson interval); ``data``:
+    the run's `shown` frame where the caller has it already."""
+    data = shown(db, run) if data is None else data
     missing = [c for c in columns if c not in set(data.key)]
     if missing:
         raise KeyError(f"run {run} of {db} has no column {missing[0]!r}; it has: {', '.join(dict.fromkeys(data.key))}")
@@ -65,6 +66,18 @@ def cell(row: pd.Series, full: float) -> str:
     return f"{row.accuracy:.2f} ({row.low:.1f}–{row.high:.1f}{part})"
 
 
+_RUNS: dict[tuple[str, str, int, int], pd.DataFrame] = {}
+
+
+def _read_once(db: str, run: str) -> pd.DataFrame:
+    """`shown`, read once per run while its database file is unchanged (several tables mark one run)."""
+    stat = (ROOT / db).stat()
+    key = (db, run, stat.st_mtime_ns, stat.st_size)
+    if key not in _RUNS:
+        _RUNS[key] = shown(db, run)
+    return _RUNS[key]
+
+
 def regenerate(text: str) -> str:
     """The document with every marked table replaced by its database's."""
     lines, out, i = text.splitlines(), [], 0
@@ -74,7 +87,8 @@ def regenerate(text: str) -> str:
         i += 1
         if match is None:
             continue
-        out += table(match["db"], match["run"], [c.strip() for c in match["columns"].split(",")])
+        out += table(match["db"], match["run"], [c.strip() for c in match["columns"].split(",")],
+                     _read_once(match["db"], match["run"]))
         while i < len(lines) and lines[i].startswith("|"):   # the old table
             i += 1
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")

@@ -27,7 +27,7 @@ BUDGETS = {
     "adaptive": {"n_iter": 3, "n_target_classes": 2, "eot": 1, "defense_steps_in_attack": 1},
     "adaptive-suite": {"n_iter": 3, "n_target_classes": 2, "pgd_steps": 3, "eot": 1, "defense_steps_in_attack": 1,
                        "full_gradient_steps": 1, "algorithm6_steps": 2},
-    "apgd-ce": {"n_iter": 3}, "apgd-t": {"n_iter": 3, "n_target_classes": 2}, "autoattack": {"version": "rand"},
+    "apgd-ce": {"n_iter": 3}, "apgd-t": {"n_iter": 3, "n_target_classes": 2}, "autoattack": {"version": "standard"},
     "bpda-pgd": {"steps": 3, "eot": 1, "defense_steps_in_attack": 1}, "clean": {}, "cw": {"steps": 3},
     "daa-black": {"n_queries": 30}, "daa-white": {"steps": 2, "inner": 2}, "deepfool": {"steps": 5},
     "fab-t": {"n_iter": 3, "n_target_classes": 2}, "hedge-aware": {"steps": 2, "hedge_steps": 2}, "pgd": {"steps": 3},
