@@ -8,7 +8,7 @@ from conftest import PGD_AND_SQUARE, digits_grid, harness_cli, none_and_hedge
 from harness.api.interfaces import Passes
 from harness.grid.plan import plan, unit_cost
 from harness.grid.reader import load_grid
-from harness.run.estimate import Calibration, estimate
+from harness.run.estimate import Calibration, Recorded, estimate
 from harness.run.runner import run_grid
 from harness.storage.store import Store
 
@@ -47,11 +47,45 @@ def test_estimate_counts_only_what_is_left_of_a_partial_run(tmp_path, registry):
     first = units.unit_key.iloc[1]
     store.db.execute("UPDATE units SET done = 20, finished = 0 WHERE unit_key = ?", [first])
     store.db.conn.commit()
-    done = dict(zip(store.units(grid.run_id).unit_key, store.units(grid.run_id).done))
+    done = {u.unit_key: Recorded(u.done, 0.0) for u in store.units(grid.run_id).itertuples()}  # no seconds: no pace
     rows = estimate(grid, {"robust": Calibration(1e-3, 1e-3)}, done)
     left = {r.unit.key: r.remaining_s / r.seconds for r in rows}
     assert left[first] == pytest.approx(0.5)
     assert all(v == 0 for k, v in left.items() if k != first)
+
+
+def test_what_is_left_runs_at_the_pace_its_unit_or_its_attack_measured(tmp_path, registry):
+    """A unit with examples in the database is paced by its own seconds; a unit still to run by the median pace of
+    its attack's recorded units (robust to one slowed by other work); one whose attack has none by the calibration."""
+    import statistics
+
+    grid = load_grid(digits_grid(tmp_path, attacks=ATTACKS, defenses=DEFENSES, n=40, repeats=4), registry)
+    with Store(grid.db) as store:
+        run_grid(grid, store=store, progress=False)
+        units = store.units(grid.run_id)
+    cal = {"robust": Calibration(1e-4, 2e-4)}
+    whole = {r.unit.key: r.seconds for r in estimate(grid, cal)}
+    by = {(u.attack, u.repeat): u for u in units.itertuples()}
+    pgd = [by[("pgd", r)] for r in range(4)]
+    square = by[("square", 0)]
+    recorded = {u.unit_key: Recorded(u.done, u.seconds) for u in pgd[:2]}
+    recorded[pgd[2].unit_key] = Recorded(40, pgd[2].seconds * 10)            # slowed by other work on the machine
+    recorded[square.unit_key] = Recorded(20, square.seconds)                 # half its examples, in all its time
+    rows = {r.unit.key: r for r in estimate(grid, cal, recorded)}
+
+    paces = [rows[u.unit_key].pace for u in pgd[:3]]
+    assert paces == pytest.approx([pgd[0].seconds / whole[pgd[0].unit_key], pgd[1].seconds / whole[pgd[1].unit_key],
+                                   pgd[2].seconds * 10 / whole[pgd[2].unit_key]])
+    assert all(rows[u.unit_key].remaining_s == 0 and rows[u.unit_key].paced_by == "itself" for u in pgd[:3])
+    to_run = rows[pgd[3].unit_key]
+    assert to_run.paced_by == "its attack" and to_run.pace == pytest.approx(statistics.median(paces))
+    assert to_run.pace < statistics.mean(paces)
+    assert to_run.remaining_s == pytest.approx(whole[pgd[3].unit_key] * to_run.pace)
+    half = rows[square.unit_key]                 # its second half takes what its first did
+    assert half.paced_by == "itself" and half.remaining_s == pytest.approx(square.seconds)
+    assert rows[by[("square", 1)].unit_key].pace == pytest.approx(half.pace)
+    clean = rows[by[("clean", 0)].unit_key]      # nothing of its attack is recorded: the calibration alone
+    assert clean.paced_by == "" and clean.pace == 1 and clean.remaining_s == whole[clean.unit.key]
 
 
 def test_adaptive_cost_counts_its_majority_vote_checks(tmp_path, registry):

@@ -152,7 +152,7 @@ def _made(unit) -> str:
 
 
 def _estimate(grid: GridConfig) -> int:
-    from harness.run.estimate import calibrate_models, estimate
+    from harness.run.estimate import Recorded, calibrate_models, estimate
     from harness.run.progress import duration
     from harness.run.runner import Runner
     from harness.storage.store import Store
@@ -171,15 +171,20 @@ def _estimate(grid: GridConfig) -> int:
         with store:
             units = store.units(grid.run_id) if store.runs() else None
     recorded = {} if units is None or units.empty else {u.unit_key: u for u in units.itertuples()}
-    done = {key: u.done for key, u in recorded.items()}
-    rows = estimate(grid, calibrations, done)
+    rows = estimate(grid, calibrations, {key: Recorded(int(u.done), float(u.seconds or 0.0))
+                                         for key, u in recorded.items()})
     for row in rows:
+        left = ""
+        if row.remaining_s < row.seconds or row.paced_by:
+            left = f"  (left: {duration(row.remaining_s)}" + (f" at {row.pace:.1f}× as measured by {row.paced_by}"
+                                                               if row.paced_by and row.remaining_s else "") + ")"
         print(f"  {row.unit.describe():<60} forward {row.passes.forward:>12,.0f}  backward {row.passes.backward:>12,.0f}"
-              f"  ≈ {duration(row.seconds):>9}" + (f"  (left: {duration(row.remaining_s)})" if row.remaining_s < row.seconds else "")
-              + _made(recorded.get(row.unit.key)))
-    total, left = sum(r.seconds for r in rows), sum(r.remaining_s for r in rows)
-    print(f"estimated wall time: {duration(total)} for {len(rows)} units; {duration(left)} left to run. "
-          "Query and early-stopping attacks are counted at their full budget, so this is an upper bound for them.")
+              f"  ≈ {duration(row.seconds):>9}" + left + _made(recorded.get(row.unit.key)))
+    total, left_s = sum(r.seconds for r in rows), sum(r.remaining_s for r in rows)
+    paced = any(r.paced_by and r.remaining_s for r in rows)
+    print(f"estimated wall time: {duration(total)} for {len(rows)} units at the calibrated cost; {duration(left_s)} "
+          "left to run" + (", paced as the database measured" if paced else "") + ". Query and early-stopping "
+          "attacks are counted at their full budget of passes, an upper bound for them.")
     return 0
 
 

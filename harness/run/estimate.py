@@ -4,11 +4,19 @@ A unit's cost is counted in forward and backward passes of one image (each plugi
 see ``Attack.passes``; query attacks and early-stopping attacks declare their budget, an upper
 bound). Calibration times one batched forward pass and one forward + input-gradient pass of each
 model, at the grid's batch size, precision and memory format. Seconds = passes × seconds per pass.
+
+What is left of a run already under way is paced by the database: a unit that has examples runs at the pace
+it measured (its seconds over the calibrated seconds of those examples), and a unit still to run at the median
+pace of the recorded units of its attack plugin. Calibration times full batches on an idle device; an attack
+that queries ever smaller subsets (RayS's binary search) or a machine shared with other work runs slower, and
+the pace says by how much.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,11 +44,21 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What a database holds of a unit: its examples finished and the seconds they took."""
+
+    done: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class UnitEstimate:
     unit: Unit
     passes: Passes
-    seconds: float
-    remaining_s: float   # what is left of it, given the examples a database already holds
+    seconds: float       # the whole unit at the calibrated cost
+    remaining_s: float   # what is left of it, given the examples a database already holds, at ``pace``
+    pace: float = 1.0    # measured over calibrated seconds (1 where nothing of its attack is measured yet)
+    paced_by: str = ""   # where the pace comes from: "" (the calibration), "itself" or "its attack"
 
 
 def _time(fn, device: torch.device, repeats: int) -> float:
@@ -108,13 +126,35 @@ def calibrate_models(runner: "Runner") -> tuple[dict[str, Calibration], int]:
 
 
 def estimate(grid: GridConfig, calibrations: dict[str, Calibration],
-             done: dict[str, int] | None = None) -> list[UnitEstimate]:
-    """Per unit: passes, predicted seconds, and the part not yet in the database (``done``: unit key → examples)."""
-    done = done or {}
-    out = []
-    for unit in plan(grid):
+             recorded: Mapping[str, Recorded] | None = None) -> list[UnitEstimate]:
+    """Per unit: passes, predicted seconds, and the part not yet in the database, at the pace it measured.
+
+    ``recorded``: unit key → what the database holds of it (absent: nothing)."""
+    recorded = recorded or {}
+    units = plan(grid)
+    planned = {}
+    own: dict[str, float] = {}      # unit key → its measured pace
+    for unit in units:
         passes = unit_cost(unit, grid)
-        seconds = calibrations[unit.model.label].seconds(passes)
-        left = max(grid.n_examples - done.get(unit.key, 0), 0) / grid.n_examples
-        out.append(UnitEstimate(unit, passes, seconds, seconds * left))
+        planned[unit.key] = passes, calibrations[unit.model.label].seconds(passes)
+        rec = recorded.get(unit.key)
+        expected = planned[unit.key][1] * (rec.done / grid.n_examples if rec else 0)
+        if rec is not None and rec.seconds > 0 and expected > 0:
+            own[unit.key] = rec.seconds / expected
+    by_attack: dict[str, list[float]] = {}
+    for unit in units:
+        if unit.key in own:
+            by_attack.setdefault(unit.attack.plugin, []).append(own[unit.key])
+    out = []
+    for unit in units:
+        passes, seconds = planned[unit.key]
+        rec = recorded.get(unit.key)
+        left = max(grid.n_examples - (rec.done if rec else 0), 0) / grid.n_examples
+        if unit.key in own:
+            pace, paced_by = own[unit.key], "itself"
+        elif unit.attack.plugin in by_attack:
+            pace, paced_by = statistics.median(by_attack[unit.attack.plugin]), "its attack"
+        else:
+            pace, paced_by = 1.0, ""
+        out.append(UnitEstimate(unit, passes, seconds, seconds * left * pace, pace, paced_by))
     return out
