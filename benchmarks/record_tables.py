@@ -66,13 +66,16 @@ def cell(row: pd.Series, full: float) -> str:
     return f"{row.accuracy:.2f} ({row.low:.1f}–{row.high:.1f}{part})"
 
 
-_RUNS: dict[tuple[str, str, int, int], pd.DataFrame] = {}
+_RUNS: dict[tuple, pd.DataFrame] = {}
 
 
 def _read_once(db: str, run: str) -> pd.DataFrame:
-    """`shown`, read once per run while its database file is unchanged (several tables mark one run)."""
-    stat = (ROOT / db).stat()
-    key = (db, run, stat.st_mtime_ns, stat.st_size)
+    """`shown`, read once per run while its database is unchanged (several tables mark one run).
+
+    Unchanged: the file and its write-ahead log (where a run in progress writes first) keep their times and sizes."""
+    path = ROOT / db
+    files = (path, path.with_name(path.name + "-wal"))
+    key = (db, run, *((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files))
     if key not in _RUNS:
         _RUNS[key] = shown(db, run)
     return _RUNS[key]

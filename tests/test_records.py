@@ -125,3 +125,27 @@ def run_id(db) -> str:
 
     with sqlite3.connect(db) as connection:
         return connection.execute("SELECT run_id FROM runs").fetchone()[0]
+
+
+def test_a_marked_table_follows_rows_still_in_the_write_ahead_log(tmp_path):
+    """A run in progress writes to the database's -wal file first, so the main file can keep its time and size
+    while rows change: the tables must be read again all the same."""
+    import sqlite3
+
+    grid = digits_grid(tmp_path, n=40, attacks='[[attacks]]\nplugin = "pgd"\nsteps = 3\n', extra="save_examples = 0")
+    harness_cli("run", "--grid", str(grid), "--quiet")
+    db = tmp_path / "results.sqlite"
+    text = f"<!-- record: {db} run={run_id(db)} columns=clean,pgd -->\n"
+    before = regenerate(text)
+    writer = sqlite3.connect(db)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")      # the change stays in the -wal file
+        stat = db.stat()
+        with writer:
+            writer.execute("DELETE FROM results WHERE attack = 'pgd'")
+        assert (db.stat().st_mtime_ns, db.stat().st_size) == (stat.st_mtime_ns, stat.st_size)
+        after = regenerate(text)
+    finally:
+        writer.close()
+    assert "to run" in after and "to run" not in before
