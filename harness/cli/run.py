@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         runner = Runner(grid, progress=not args.quiet)  # opens the database once every check has passed
         run_id = runner.run()
     with runner.store as store:   # closing folds SQLite's write-ahead log into the file
-        print_summary(store, run_id)
+        print_summary(store, store.run(run_id))
     print(f"results in {grid.db}; tables and figures: harness report --db {grid.db} --out DIR")
     return 0
 

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from typing import TYPE_CHECKING
 
 from harness.api.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.storage.records import RunRecord
 
 
 def cmd_show(args: argparse.Namespace, registry: Registry) -> int:
     from harness.storage.store import Store
 
     with Store(args.db, readonly=True) as store:
+        run = store.run(args.run)
         if args.leaderboard:
-            _print_leaderboard(store, args.run, args.format)
+            _print_leaderboard(store, run, args.format)
         else:
-            print_summary(store, args.run, args.format)
+            print_summary(store, run, args.format)
         if args.format == "text":
-            progress = in_progress(store, args.run, args.db)
+            progress = in_progress(store, run, args.db)
             if progress:
                 print(progress)
     return 0
 
 
-def in_progress(store, run_id: str | None, db: str) -> str | None:
+def in_progress(store, run: "RunRecord", db: str) -> str | None:
     """A line for a run with work left: how much is done, what its cells cover, and the command that resumes it."""
-    run = store.run(run_id)
     units = store.units(run.run_id)
     if units.empty or bool(units.finished.astype(bool).all()):
         return None
@@ -35,12 +39,11 @@ def in_progress(store, run_id: str | None, db: str) -> str | None:
             f"harness run --grid {run.config_path} --db {db}")
 
 
-def _print_leaderboard(store, run_id, form: str = "text") -> None:
+def _print_leaderboard(store, run: "RunRecord", form: str = "text") -> None:
     from harness_reports.comparisons import convergence
     from harness_reports.leaderboard import leaderboard, leaderboard_frame
     from harness_reports.naming import display_names
 
-    run = store.run(run_id)
     frame = leaderboard_frame(leaderboard(store, run, convergence(store, run, display_names(run))))
     if form != "text":
         print(frame.to_csv(index=False).rstrip("\n") if form == "csv" else frame.to_json(orient="records", indent=1))
@@ -56,14 +59,14 @@ def _print_leaderboard(store, run_id, form: str = "text") -> None:
     print(frame.to_string(index=False, line_width=shutil.get_terminal_size((160, 24)).columns))
 
 
-def print_summary(store, run_id, form: str = "text") -> None:
+def print_summary(store, run: "RunRecord", form: str = "text") -> None:
+    """The run's main table (``run``: its record, ``Store.run``), as text fitted to the terminal, csv or json."""
     from harness.analysis.aggregate import WORST_ADAPTIVE
     from harness.analysis.summary import warnings_for
     from harness.grid.presets import PRESETS
     from harness_reports.content import main_table
     from harness_reports.terminal import fitted, records
 
-    run = store.run(run_id)
     table = main_table(store, run)
     if form != "text":
         data = records(table) if table is not None else None
