@@ -476,11 +476,25 @@ INTERRUPTED = "harness: interrupted; every committed batch is kept, and the same
 STAGES = {"importing": "harness run: loading the plugins", "prepared": "grid: ", "between units": "finished "}
 
 
+LONG_GRID = GRID.replace("steps = 2", "steps = 300").replace("n_examples = 20", "n_examples = 200")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_rows(tmp_path_factory) -> list[tuple]:
+    """The rows of the interrupted grid run once without interruption: what every resumed run must give."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    (folder / "grid.toml").write_text(LONG_GRID)
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--grid", str(folder / "grid.toml"), "--db",
+                           str(folder / "whole.sqlite"), "--quiet"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return _result_rows(folder / "whole.sqlite")
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_ctrl_c_at_any_stage_is_one_line_exit_130_and_resumable(tmp_path, stage):
+def test_ctrl_c_at_any_stage_is_one_line_exit_130_and_resumable(tmp_path, stage, uninterrupted_rows):
     import signal
 
-    (tmp_path / "grid.toml").write_text(GRID.replace("steps = 2", "steps = 300").replace("n_examples = 20", "n_examples = 200"))
+    (tmp_path / "grid.toml").write_text(LONG_GRID)
     args = [sys.executable, "-m", "harness.cli", "run", "--grid", str(tmp_path / "grid.toml")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args + ["--db", str(tmp_path / "out.sqlite")], cwd=REPO, stdout=subprocess.PIPE,
@@ -497,11 +511,10 @@ def test_ctrl_c_at_any_stage_is_one_line_exit_130_and_resumable(tmp_path, stage)
     assert lines[-1] == INTERRUPTED and sum(INTERRUPTED in line for line in lines) == 1, lines
     assert not any("Traceback" in line or line.startswith("harness: error") for line in lines), lines
     # the same command resumes, and the rows equal those of a run never interrupted
-    for db in ("out.sqlite", "whole.sqlite"):
-        done = subprocess.run(args + ["--db", str(tmp_path / db), "--quiet"], cwd=REPO, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    resumed, whole = (_result_rows(tmp_path / db) for db in ("out.sqlite", "whole.sqlite"))
-    assert len(whole) == 2 * 200 and resumed == whole
+    done = subprocess.run(args + ["--db", str(tmp_path / "out.sqlite"), "--quiet"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(uninterrupted_rows) == 2 * 200 and _result_rows(tmp_path / "out.sqlite") == uninterrupted_rows
 
 
 def _result_rows(db: Path) -> list[tuple]:
