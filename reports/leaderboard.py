@@ -1,6 +1,10 @@
 """The leaderboard of test-time defenses: every model × defense ranked by its adaptive worst case, never by the
 transfer number, with the attacks that set it, its paired difference against no defense, whether the adaptive
-attacks converged, and what a prediction costs."""
+attacks converged, and what a prediction costs.
+
+A run in progress has cells with part of their examples: such a number is shown with how many it covers
+("58.0 (50 of 100)"), a cell is ranked only on its adaptive worst case over every example, and masking is
+flagged only where both attacks compared have every example."""
 
 from __future__ import annotations
 
@@ -23,6 +27,17 @@ class Strongest:
 
     attack: str
     accuracy: float
+    examples: int = 0     # the verdicts it rests on (examples × repeats)
+    expected: int = 0     # those of a complete cell
+
+    @property
+    def complete(self) -> bool:
+        return self.examples >= self.expected
+
+    @property
+    def coverage(self) -> str:
+        """"" for a complete cell, else " (50 of 100)": no partial number passes for a whole one."""
+        return "" if self.complete else f" ({self.examples} of {self.expected})"
 
 
 @dataclass(frozen=True)
@@ -39,12 +54,24 @@ class LeaderRow:
     converged: bool | None           # every budget ladder on this cell converged; None: no ladder, or one not complete
     forward: int | None              # passes per prediction (every draw of a random defense's vote)
     backward: int | None
+    adaptive_examples: int = 0       # the verdicts the adaptive worst case rests on (examples × repeats)
+    expected: int = 0                # those of a complete cell
+
+    @property
+    def ranked(self) -> bool:
+        """Ranked only on an adaptive worst case over every example: a run in progress ranks no partial cell."""
+        return self.adaptive is not None and self.adaptive_examples >= self.expected
+
+    @property
+    def adaptive_coverage(self) -> str:
+        return "" if self.adaptive is None or self.ranked else f" ({self.adaptive_examples} of {self.expected})"
 
     @property
     def masking(self) -> bool:
-        """A gradient-free attack beat every gradient-based one: the gradients point the attacks astray."""
-        return self.gradient is not None and self.black_box is not None and \
-            self.black_box.accuracy < self.gradient.accuracy
+        """A gradient-free attack beat every gradient-based one: the gradients point the attacks astray (judged
+        only where both have every example: a partial cell is another set of examples)."""
+        return self.gradient is not None and self.black_box is not None and self.gradient.complete and \
+            self.black_box.complete and self.black_box.accuracy < self.gradient.accuracy
 
     @property
     def verdict(self) -> str:
@@ -66,13 +93,14 @@ def _cell(frame: pd.DataFrame, model: str, defense: str) -> pd.DataFrame:
     return frame[(frame.model == model) & (frame.defense == defense)][["repeat", "idx", "correct"]]
 
 
-def _strongest(frames: dict[str, pd.DataFrame], model: str, defense: str, names: dict[str, str]) -> Strongest | None:
+def _strongest(frames: dict[str, pd.DataFrame], model: str, defense: str, names: dict[str, str],
+               expected: int) -> Strongest | None:
     """Among the attacks whose per-example frames are given, the one that left the fewest right on this cell."""
     found = [(acc, a) for a, frame in frames.items() if (acc := _accuracy(frame, model, defense)) is not None]
     if not found:
         return None
     accuracy, attack = min(found, key=lambda pair: pair[0])
-    return Strongest(names.get(attack, attack), accuracy)
+    return Strongest(names.get(attack, attack), accuracy, len(_cell(frames[attack], model, defense)), expected)
 
 
 def _cost(run: RunRecord, entry: dict) -> tuple[int | None, int | None]:
@@ -104,6 +132,7 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
     # each adaptive attack's verdicts, read once for every model and defense
     by_access = {access: {a: per_example(store, run.run_id, [a]) for a in attacks}
                  for access, attacks in (("gradient", gradient), ("black-box", black_box))}
+    expected = run.n_examples * run.repeats
     rows = []
     for model in run.labels("models"):
         for entry in defenses:
@@ -123,12 +152,13 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
                 clean=_accuracy(clean, model, defense) if clean is not None else None,
                 transfer=_accuracy(transfer, model, defense),
                 adaptive=_accuracy(worst, model, defense) if worst is not None else None,
-                gradient=_strongest(by_access["gradient"], model, defense, names),
-                black_box=_strongest(by_access["black-box"], model, defense, names),
+                gradient=_strongest(by_access["gradient"], model, defense, names, expected),
+                black_box=_strongest(by_access["black-box"], model, defense, names, expected),
                 versus_reference=versus,
                 converged=all(c.converged for c in cell_ladders) if complete else None,
-                forward=forward, backward=backward))
-    return sorted(rows, key=lambda r: (r.adaptive is None, -(r.adaptive or 0.0)))
+                forward=forward, backward=backward,
+                adaptive_examples=len(_cell(worst, model, defense)) if worst is not None else 0, expected=expected))
+    return sorted(rows, key=lambda r: (not r.ranked, r.adaptive is None, -(r.adaptive or 0.0)))
 
 
 def leaderboard_frame(rows: list[LeaderRow]) -> pd.DataFrame:
@@ -137,14 +167,15 @@ def leaderboard_frame(rows: list[LeaderRow]) -> pd.DataFrame:
         return "—" if value is None else f"{value:.1f}"
 
     def strongest(s: Strongest | None) -> str:
-        return "—" if s is None else f"{s.attack} {s.accuracy:.1f}"
+        return "—" if s is None else f"{s.attack} {s.accuracy:.1f}{s.coverage}"
 
     out = []
     for rank, r in enumerate(rows, start=1):
         out.append({
-            "rank": str(rank) if r.adaptive is not None else "—", "model": r.model,
+            "rank": str(rank) if r.ranked else "—", "model": r.model,
             "defense": r.defense + (" (reference)" if r.reference else ""),
-            "clean %": number(r.clean), "transfer %": number(r.transfer), "adaptive %": number(r.adaptive),
+            "clean %": number(r.clean), "transfer %": number(r.transfer),
+            "adaptive %": number(r.adaptive) + r.adaptive_coverage,
             "gradient-based": strongest(r.gradient), "black-box": strongest(r.black_box) + (" masking?" if r.masking else ""),
             "vs reference": "—" if r.versus_reference is None else
             f"{r.versus_reference.difference:+.1f} ({r.versus_reference.low:+.1f} to {r.versus_reference.high:+.1f})",

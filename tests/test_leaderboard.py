@@ -130,3 +130,36 @@ def test_a_cell_with_a_rung_still_to_run_has_no_rank_and_no_convergence_verdict(
     assert rows["TTE"].gradient is not None    # what has run is still shown
     assert rows["Anti-adversary"].converged is not None and rows["Anti-adversary"].adaptive is not None
     assert list(rows)[-1] == "TTE"             # unranked, last
+
+
+def test_a_cell_with_part_of_its_examples_says_so_is_not_ranked_and_flags_no_masking(board_run, tmp_path):
+    """A run in progress: RayS through the anti-adversary has only the examples it got wrong, TTE's first half.
+    A number over part of the examples is shown with how many, no partial worst case is ranked, and a partial
+    gradient-free number below a whole gradient-based one is not masking (it is another set of examples)."""
+    import shutil
+    import sqlite3
+
+    tmp, _, _ = board_run
+    db = tmp_path / "partial.sqlite"
+    shutil.copy(tmp / "results.sqlite", db)
+    with sqlite3.connect(db) as connection:
+        rays = "attack IN ('suite: RayS', 'suite: RayS ×2')"
+        connection.execute(f"DELETE FROM results WHERE {rays} AND defense = 'anti-adversary' AND correct = 1")
+        connection.execute(f"DELETE FROM results WHERE {rays} AND defense = 'tte' AND idx >= 30")
+        kept = connection.execute("SELECT COUNT(*) FROM results WHERE attack = 'suite: RayS' AND "
+                                  "defense = 'anti-adversary'").fetchone()[0]
+    assert 0 < kept < 60
+    store = Store(str(db), readonly=True)
+    run = store.run()
+    rows = {r.defense: r for r in leaderboard(store, run, convergence(store, run, display_names(run)))}
+    anti, tte = rows["Anti-adversary"], rows["TTE"]
+    assert anti.black_box is not None and anti.gradient is not None
+    assert anti.black_box.accuracy < anti.gradient.accuracy and not anti.masking    # 0 % on its kept examples
+    assert anti.black_box.coverage == f" ({kept} of 60)" and anti.gradient.coverage == ""
+    assert tte.adaptive is not None and not tte.ranked and tte.adaptive_coverage == " (30 of 60)"
+    assert rows["−"].ranked and rows["−"].adaptive_coverage == "" and list(rows)[0] == "−"
+    frame = harness_cli("show", "--db", str(db), "--leaderboard", "--format", "json").stdout
+    shown = {row["defense"]: row for row in json.loads(frame)}
+    assert shown["TTE"]["rank"] == "—" and shown["TTE"]["adaptive %"].endswith(" (30 of 60)")
+    assert shown["Anti-adversary"]["black-box"].endswith(f" ({kept} of 60)")
+    assert shown["− (reference)"]["rank"] == "1"
