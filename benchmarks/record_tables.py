@@ -10,7 +10,12 @@ A table is marked by the comment line before it::
 and is the accuracy in % with its 95 % Wilson interval of each (model, defense) of that run, one column per key
 (an attack label or a worst-case column, as `harness show --format csv` names them), exactly as
 `harness show --format csv` gives them (a run in progress: "to run" where a cell has no examples yet, and the
-number of examples where it has part of them). So every published number can be re-derived from data in the repository.
+number of examples where it has part of them). A leaderboard of test-time defenses is marked ::
+
+    <!-- record: results/record/test-time-defenses.sqlite run=d92aedfcb559 leaderboard -->
+
+and is `harness show --leaderboard --format csv` of the run, row for row. So every published number can be
+re-derived from data in the repository.
 """
 
 from __future__ import annotations
@@ -26,16 +31,24 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "docs" / "results.md", ROOT / "README.md")
-MARKER = re.compile(r"^<!-- record: (?P<db>\S+) run=(?P<run>[0-9a-f]+) columns=(?P<columns>[^>]*?) -->$")
+MARKER = re.compile(r"^<!-- record: (?P<db>\S+) run=(?P<run>[0-9a-f]+) "
+                    r"(?:columns=(?P<columns>[^>]*?)|(?P<leaderboard>leaderboard)) -->$")
 
 
-def shown(db: str, run: str) -> pd.DataFrame:
-    """`harness show --format csv` of one run, as a frame."""
+def shown(db: str, run: str, *options: str) -> pd.DataFrame:
+    """`harness show --format csv` of one run (with ``options``, e.g. ``--leaderboard``), as a frame."""
     done = subprocess.run([sys.executable, "-m", "harness.cli", "show", "--db", str(ROOT / db), "--run", run, "--format",
-                           "csv"], capture_output=True, text=True, cwd=ROOT)
+                           "csv", *options], capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
-        raise RuntimeError(f"harness show --db {db} --run {run} failed: {done.stderr.strip()}")
+        raise RuntimeError(f"harness show --db {db} --run {run} {' '.join(options)} failed: {done.stderr.strip()}")
     return pd.read_csv(io.StringIO(done.stdout), keep_default_na=False, na_values=[""])
+
+
+def leaderboard_table(db: str, run: str) -> list[str]:
+    """The marked leaderboard's lines: `harness show --leaderboard --format csv`, every column as it prints."""
+    board = shown(db, run, "--leaderboard").astype(str)
+    return ["| " + " | ".join(board.columns) + " |", "|" + "---|" * len(board.columns)] + \
+        ["| " + " | ".join(row) + " |" for row in board.itertuples(index=False)]
 
 
 def table(db: str, run: str, columns: list[str], data: pd.DataFrame | None = None) -> list[str]:
@@ -90,8 +103,11 @@ def regenerate(text: str) -> str:
         i += 1
         if match is None:
             continue
-        out += table(match["db"], match["run"], [c.strip() for c in match["columns"].split(",")],
-                     _read_once(match["db"], match["run"]))
+        if match["leaderboard"]:
+            out += leaderboard_table(match["db"], match["run"])
+        else:
+            out += table(match["db"], match["run"], [c.strip() for c in match["columns"].split(",")],
+                         _read_once(match["db"], match["run"]))
         while i < len(lines) and lines[i].startswith("|"):   # the old table
             i += 1
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")

@@ -149,3 +149,18 @@ def test_a_marked_table_follows_rows_still_in_the_write_ahead_log(tmp_path):
     finally:
         writer.close()
     assert "to run" in after and "to run" not in before
+
+
+def test_a_marked_leaderboard_is_the_leaderboard_that_harness_show_prints():
+    import json
+
+    marked = [line for document in DOCUMENTS for line in document.read_text(encoding="utf-8").splitlines()
+              if (m := MARKER.match(line.strip())) and m["leaderboard"]]
+    assert marked, "docs/results.md marks the leaderboard of test-time defenses"
+    m = MARKER.match(marked[0].strip())
+    lines = regenerate(marked[0] + "\n").splitlines()[1:]
+    shown = json.loads(harness_cli("show", "--db", str(REPO / m["db"]), "--run", m["run"], "--leaderboard",
+                                   "--format", "json").stdout)
+    assert lines[0] == "| " + " | ".join(shown[0]) + " |"
+    assert [line.strip("| ").split(" | ") for line in lines[2:]] == \
+        [[str(value) for value in row.values()] for row in shown]
