@@ -67,6 +67,13 @@ class LeaderRow:
         return "" if self.adaptive is None or self.ranked else f" ({self.adaptive_examples} of {self.expected})"
 
     @property
+    def versus_coverage(self) -> str:
+        """"" where the pairs cover every example, else " (50 of 100)": a run in progress pairs those it has."""
+        row = self.versus_reference
+        pairs = 0 if row is None else row.n * row.repeats
+        return "" if row is None or pairs >= self.expected else f" ({pairs} of {self.expected})"
+
+    @property
     def masking(self) -> bool:
         """A gradient-free attack beat every gradient-based one: the gradients point the attacks astray (judged
         only where both have every example: a partial cell is another set of examples)."""
@@ -178,7 +185,8 @@ def leaderboard_frame(rows: list[LeaderRow]) -> pd.DataFrame:
             "adaptive %": number(r.adaptive) + r.adaptive_coverage,
             "gradient-based": strongest(r.gradient), "black-box": strongest(r.black_box) + (" masking?" if r.masking else ""),
             "vs reference": "—" if r.versus_reference is None else
-            f"{r.versus_reference.difference:+.1f} ({r.versus_reference.low:+.1f} to {r.versus_reference.high:+.1f})",
+            f"{r.versus_reference.difference:+.1f} ({r.versus_reference.low:+.1f} to {r.versus_reference.high:+.1f})"
+            + r.versus_coverage,
             "verdict": r.verdict,
             "converged": {None: "—", True: "yes", False: "no"}[r.converged],
             "passes/prediction": "—" if r.forward is None else f"{r.forward} fwd + {r.backward} bwd",
