@@ -36,8 +36,7 @@ class Strongest:
 
     @property
     def coverage(self) -> str:
-        """"" for a complete cell, else " (50 of 100)": no partial number passes for a whole one."""
-        return "" if self.complete else f" ({self.examples} of {self.expected})"
+        return _part(self.examples, self.expected)
 
 
 @dataclass(frozen=True)
@@ -64,14 +63,13 @@ class LeaderRow:
 
     @property
     def adaptive_coverage(self) -> str:
-        return "" if self.adaptive is None or self.ranked else f" ({self.adaptive_examples} of {self.expected})"
+        return "" if self.adaptive is None else _part(self.adaptive_examples, self.expected)
 
     @property
     def versus_coverage(self) -> str:
-        """"" where the pairs cover every example, else " (50 of 100)": a run in progress pairs those it has."""
+        """The pairs a paired difference rests on, where a run in progress has not all of them."""
         row = self.versus_reference
-        pairs = 0 if row is None else row.n * row.repeats
-        return "" if row is None or pairs >= self.expected else f" ({pairs} of {self.expected})"
+        return "" if row is None else _part(row.n * row.repeats, self.expected)
 
     @property
     def masking(self) -> bool:
@@ -89,6 +87,11 @@ class LeaderRow:
             return f"no evidence of a gain (p = {row.p_value:.3g})" if row.difference >= 0 else \
                 f"no evidence of a loss (p = {row.p_value:.3g})"
         return f"{'gain' if row.difference > 0 else 'loss'} (p = {row.p_value:.3g})"
+
+
+def _part(verdicts: int, expected: int) -> str:
+    """"" for a complete cell, else " (50 of 100)": no partial number passes for a whole one."""
+    return "" if verdicts >= expected else f" ({verdicts} of {expected})"
 
 
 def _accuracy(frame: pd.DataFrame, model: str, defense: str) -> float | None:
