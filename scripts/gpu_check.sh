@@ -28,7 +28,7 @@ stage() {   # stage NAME SECONDS COMMAND...: run with its own timeout, log to $O
 }
 
 # 1. the GPU tests; -rf names every failing test in the summary
-stage pytest-gpu 150 python3 -m pytest -m gpu -q -rf -p no:cacheprovider
+stage pytest-gpu 150 python3 -m pytest -m gpu -q -rf -p no:cacheprovider -n 0
 # 2. the reference protocol: 1,000 images, Croce et al.'s adaptive suite, bf16 (within the precision bar)
 stage reference 300 harness run --grid configs/reference-fastat40-gpu.toml --db "$OUT/reference-fastat40.sqlite" --quiet
 harness show --db "$OUT/reference-fastat40.sqlite" --format csv > "$OUT/reference-fastat40.csv" 2>/dev/null || true

@@ -16,7 +16,15 @@ SHARED = Path(os.environ.get("HARNESS_SHARED", REPO.parent / "shared"))
 DIGITS_ROBUST = REPO / "checkpoints" / "digits-fgsm-rs.pt"
 DIGITS_STANDARD = REPO / "checkpoints" / "digits-standard.pt"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+MAX_WORKERS = 4   # pytest-xdist workers: each loads torch and the shared models (about 1 GiB apiece)
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+# the cores shared out among the workers: more threads than cores makes torch's small kernels spin, not run
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, at most MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
 def _without_shared(path: Path) -> None:
