@@ -3,8 +3,9 @@ transfer number, with the attacks that set it, its paired difference against no 
 attacks converged, and what a prediction costs.
 
 A run in progress has cells with part of their examples: such a number is shown with how many it covers
-("58.0 (50 of 100)"), a cell is ranked only on its adaptive worst case over every example, and masking is
-flagged only where both attacks compared have every example."""
+("58.0 (50 of 100)"), and so is a paired verdict; a cell is ranked only on its adaptive worst case over every
+example, a budget ladder speaks only where every rung has every example, and masking is flagged only where both
+attacks compared have every example."""
 
 from __future__ import annotations
 
@@ -84,9 +85,11 @@ class LeaderRow:
         if row is None:
             return "—"
         if not row.distinguishable:
-            return f"no evidence of a gain (p = {row.p_value:.3g})" if row.difference >= 0 else \
+            said = f"no evidence of a gain (p = {row.p_value:.3g})" if row.difference >= 0 else \
                 f"no evidence of a loss (p = {row.p_value:.3g})"
-        return f"{'gain' if row.difference > 0 else 'loss'} (p = {row.p_value:.3g})"
+        else:
+            said = f"{'gain' if row.difference > 0 else 'loss'} (p = {row.p_value:.3g})"
+        return said + self.versus_coverage
 
 
 def _part(verdicts: int, expected: int) -> str:

@@ -158,10 +158,13 @@ def test_a_cell_with_part_of_its_examples_says_so_is_not_ranked_and_flags_no_mas
     assert anti.black_box.coverage == f" ({kept} of 60)" and anti.gradient.coverage == ""
     assert tte.adaptive is not None and not tte.ranked and tte.adaptive_coverage == " (30 of 60)"
     assert tte.versus_reference.n == 30 and tte.versus_coverage == " (30 of 60)" and rows["−"].versus_coverage == ""
+    # nor does a verdict or a ladder on half the examples pass for one on all of them
+    assert tte.verdict.endswith(" (30 of 60)") and tte.converged is None and anti.converged is None
     assert rows["−"].ranked and rows["−"].adaptive_coverage == "" and list(rows)[0] == "−"
     frame = harness_cli("show", "--db", str(db), "--leaderboard", "--format", "json").stdout
     shown = {row["defense"]: row for row in json.loads(frame)}
     assert shown["TTE"]["rank"] == "—" and shown["TTE"]["adaptive %"].endswith(" (30 of 60)")
     assert shown["TTE"]["vs reference"].endswith(" (30 of 60)")
+    assert shown["TTE"]["verdict"].endswith(" (30 of 60)") and shown["TTE"]["converged"] == "—"
     assert shown["Anti-adversary"]["black-box"].endswith(f" ({kept} of 60)")
     assert shown["− (reference)"]["rank"] == "1"
