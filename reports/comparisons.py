@@ -92,7 +92,7 @@ def convergence(store: Store, run: RunRecord, names: dict[str, str]) -> list[Con
             for defense in run.labels("defenses"):
                 selected = [_select(f, model, defense) for f in frames]
                 # a rung with examples still to run has no verdict yet: its examples are another set
-                if any(len(s) < run.n_examples * run.repeats for s in selected):
+                if any(len(s) < run.rows_per_cell for s in selected):
                     continue
                 accuracy = tuple(float(s.groupby("repeat").correct.mean().mean() * 100) for s in selected)
                 last = pair_examples(selected[-1], selected[-2], model, names.get(base, base),

@@ -145,7 +145,7 @@ def leaderboard(store: Store, run: RunRecord, ladders: list[Convergence] | None 
     # each adaptive attack's verdicts, read once for every model and defense
     by_access = {access: {a: per_example(store, run.run_id, [a]) for a in attacks}
                  for access, attacks in (("gradient", gradient), ("black-box", black_box))}
-    expected = run.n_examples * run.repeats
+    expected = run.rows_per_cell
     rows = []
     for model in run.labels("models"):
         for entry in defenses:

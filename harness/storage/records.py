@@ -61,6 +61,11 @@ class RunRecord:
     def labels(self, kind: str) -> list[str]:
         return [e["label"] for e in self.entries(kind)]
 
+    @property
+    def rows_per_cell(self) -> int:
+        """The per-example rows a finished model × attack × defense cell holds: every example, every repeat."""
+        return self.n_examples * self.repeats
+
     # --- what the recorded plugins declared, read here once (roles are harness.api.interfaces.Role values) ------
     def with_role(self, kind: str, role: str) -> list[str]:
         """Labels of the entries of ``kind`` whose plugins declared ``role``, in grid order."""
