@@ -245,3 +245,30 @@ def test_a_vmapped_batch_is_counted_by_its_rows_whoever_is_batched(digits_robust
     params = {f"model.{k}": v.detach()[None].expand(3, *v.shape) for k, v in digits_robust.named_parameters()}
     vmap(lambda p: functional_call(model, p, (x,)))(params)
     assert model.counted() == Passes(5 + 3 * 5, 0)
+
+
+def _defenses_attacked_through() -> list[Defense]:
+    from harness_plugins.defenses.anti_adversary import AntiAdversary
+    from harness_plugins.defenses.basic import NoDefense
+    from harness_plugins.defenses.dent import Dent
+    from harness_plugins.defenses.tte import TTE
+
+    return [NoDefense(), NOISE, HEDGE, Hedge(eps_d=0.1, steps=4, predict="released"), AntiAdversary(steps=2),
+            TTE(crops=2), Dent(steps=2)]
+
+
+@pytest.mark.parametrize("defense", _defenses_attacked_through(),
+                         ids=["none", "random", "hedge", "hedge-released", "anti-adversary", "tte", "dent"])
+def test_an_attack_through_each_defense_makes_the_passes_its_plan_counts(defense, cifar_robust, cifar):
+    """BPDA-PGD through a defense, counted where the model runs, makes exactly the passes that
+    ``defended_cost`` (so the plan, the estimate and the unit's floor) gives it: the defense's own passes on
+    every forward pass, and the backward passes of its surrogate, one per view of TTE's ensemble and one per
+    iterate of the released Hedge, not one per step."""
+    from harness_plugins.attacks.suite import BPDAPGD
+
+    x, y = cifar.x[:4], cifar.y[:4]
+    threat = ThreatModel(Norm.LINF, 8 / 255)
+    attack = BPDAPGD(steps=2, eot=2)
+    counter = PassCounter(cifar_robust)
+    attack.attack_defended(Defended(counter, defense, gen(5)), x, y, threat, generator=gen(6))
+    assert counter.counted() == attack.defended_cost(threat, defense, votes=1) * len(x)

@@ -138,7 +138,7 @@ class Attack(Plugin):
 
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
         """Passes per example of :meth:`attack_defended`; overridden together with it."""
-        return through_defense(self.passes(threat), defense.passes())
+        return defense.attacked(self.passes(threat))
 
     def defended_floor(self, threat: ThreatModel, defense: Defense) -> Passes:
         """:meth:`floor` through a defense: by default its cost there without scored checks (``votes = 1``)."""
@@ -193,6 +193,15 @@ class Defense(Plugin):
     def passes(self) -> Passes:
         """Forward/backward passes per example, the final prediction excluded."""
         return Passes(0, 0)
+
+    def attacked(self, attack: Passes) -> Passes:
+        """The passes of an attack that makes ``attack`` passes through this defense: each forward pass runs the
+        defense first, and each backward pass differentiates what the attack sees there. By default the defense's
+        own passes ride on every forward pass and BPDA's backward is the model's at the one defended point
+        (:func:`~harness.api.cost.through_defense`). A defense whose surrogate runs the model more than once (an
+        ensemble, several prediction points) says so here: the plan, the estimate and each unit's floor read it.
+        """
+        return through_defense(attack, self.passes())
 
     def for_attack(self, steps: int | None) -> Defense:
         """The copy an adaptive attack runs inside its loop: an iterative defense cut to at most ``steps``

@@ -19,7 +19,8 @@ class PassCounter(nn.Module):
     """The model, counting in images: a forward pass per input row, and a backward pass per row whose logits
     a gradient flowed back through (``torch.autograd.grad`` and ``backward`` alike; twice if taken twice).
     Under ``torch.func`` transforms (DENT adapts one example at a time under ``vmap(grad(...))``) a row is
-    counted once per example of every vmapped batch, not once per call.
+    counted once per example of every vmapped batch, not once per call, and a gradient taken outside ``vmap``
+    is counted too.
 
     Its logits leave in fp32 (under bf16 autocast: the rounded values, exactly): libraries that index or compare
     them against their own fp32 tensors (pyautoattack's Square) would otherwise fail under a bf16 grid."""
@@ -38,12 +39,12 @@ class PassCounter(nn.Module):
         self.forward_rows += rows
         if self._listener is not None:
             self._listener(Passes(rows, 0))
-        if out.requires_grad:
-            out.register_hook(self._count_backward)
+        tracked = _tracked(out)
+        if tracked is not None:
+            tracked.register_hook(lambda grad: self._count_backward(rows))
         return out
 
-    def _count_backward(self, grad: Tensor) -> None:
-        rows = _rows(grad)
+    def _count_backward(self, rows: int) -> None:
         self.backward_rows += rows
         if self._listener is not None:
             self._listener(Passes(0, rows))
@@ -60,6 +61,16 @@ class PassCounter(nn.Module):
 
     def counted(self) -> Passes:
         return Passes(self.forward_rows, self.backward_rows)
+
+
+def _tracked(t: Tensor) -> Tensor | None:
+    """The tensor a backward pass through ``t`` flows through: ``t`` where its own level tracks gradients (outside
+    torch.func, or inside ``grad``); under ``vmap`` alone, the batched tensor beneath, since vmap keeps no graph of
+    its own and the gradient is taken outside it (DENT's prediction from its adapted parameters). None: no
+    gradient will flow."""
+    while not t.requires_grad and functorch.is_batchedtensor(t):
+        t = functorch.get_unwrapped(t)
+    return t if t.requires_grad else None
 
 
 def _rows(t: Tensor) -> int:

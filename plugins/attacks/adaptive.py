@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from harness.api import Attack, DefendedModel, Defense, Passes, ThreatModel, param, through_defense
+from harness.api import Attack, DefendedModel, Defense, Passes, ThreatModel, param
 from harness_plugins.attacks.autoattack_bridge import APGDTargeted, check_targets
 from harness_plugins.attacks.library_loops import apgd_loop
 from harness_plugins.attacks.seeded import isolated_rng, seed_from
@@ -179,7 +179,7 @@ class Adaptive(Attack, name="adaptive"):
         mode) the scored checks of its candidates: the clean check, then two candidates per run."""
         randomized = defense.randomized
         k = self.n_iter * self._runs() * (self.eot if randomized else 1)
-        attack = through_defense(Passes(k + 1, k), defense.for_attack(self.defense_steps_in_attack).passes())
+        attack = defense.for_attack(self.defense_steps_in_attack).attacked(Passes(k + 1, k))
         if not randomized or self.success != "vote":
             return attack
         checks = 1 + 2 * self._runs()
@@ -189,8 +189,7 @@ class Adaptive(Attack, name="adaptive"):
         """Iterations × runs (targets × restarts) × EOT draws, each through the in-attack defense and the model:
         the loop itself, without the library's extra evaluations or the scored checks of candidates."""
         k = self.n_iter * self._runs() * (self.eot if defense.randomized else 1)
-        inside = defense.for_attack(self.defense_steps_in_attack).passes()
-        return Passes(k * (inside.forward + 1), k * (inside.backward + 1))
+        return defense.for_attack(self.defense_steps_in_attack).attacked(Passes(k, k))
 
     def floor(self, threat: ThreatModel) -> Passes:
         k = self.n_iter * self._runs()

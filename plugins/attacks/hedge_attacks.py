@@ -131,8 +131,7 @@ class HedgeAware(Attack, name="hedge-aware"):
         return Passes(k, k)
 
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
-        inside = defense.passes()
-        return Passes(self.steps * (inside.forward + 1), self.steps * (inside.backward + 1))
+        return defense.attacked(Passes(self.steps, self.steps))
 
     def scaled(self, factor: int) -> HedgeAware:
         return dataclasses.replace(self, steps=self.steps * factor)

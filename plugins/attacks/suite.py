@@ -73,9 +73,8 @@ class BPDAPGD(Attack, name="bpda-pgd"):
         return Passes(self.steps, self.steps)
 
     def defended_cost(self, threat: ThreatModel, defense: Defense, votes: int) -> Passes:
-        inside = defense.for_attack(self.defense_steps_in_attack).passes()
         k = self.steps * (self.eot if defense.randomized else 1)
-        return Passes(k * (inside.forward + 1), k * (inside.backward + 1))
+        return defense.for_attack(self.defense_steps_in_attack).attacked(Passes(k, k))
 
     def scaled(self, factor: int) -> BPDAPGD:
         return double_in_turn(self, factor, ("steps", "eot", "defense_steps_in_attack"))

@@ -106,6 +106,14 @@ class Hedge(Defense, name="hedge"):
     def passes(self) -> Passes:
         return Passes(self.steps, self.steps)
 
+    def attacked(self, attack: Passes) -> Passes:
+        """Under ``predict = "released"`` BPDA's surrogate is the model at each of the K − 1 iterates, after the
+        K steps of the ascent that find them: K − 1 more forward passes, and K − 1 backward passes, not one."""
+        if self.predict == "final":
+            return super().attacked(attack)
+        points = self.steps - 1
+        return Passes(attack.forward * (self.steps + points), attack.forward * self.steps + attack.backward * points)
+
     def for_attack(self, steps: int | None) -> Hedge:
         return self if steps is None else dataclasses.replace(self, steps=min(steps, self.steps))
 

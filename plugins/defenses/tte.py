@@ -107,3 +107,8 @@ class TTE(Defense, name="tte"):
 
     def passes(self) -> Passes:
         return Passes(len(self.views()) - 1, 0)
+
+    def attacked(self, attack: Passes) -> Passes:
+        """Each pass of the attack, forward and backward, runs the model on every view (BPDA's surrogate is the
+        ensemble itself)."""
+        return attack * len(self.views())
